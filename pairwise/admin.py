@@ -1,0 +1,203 @@
+"""Django admin for every model, with filters, study progress and the researcher actions."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.http import FileResponse
+from django.utils.html import format_html
+
+from pairwise import models as m
+from pairwise.services import export, generation, studies
+
+
+@admin.register(m.System)
+class SystemAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "n_checkpoints", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("name",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_n=Count("checkpoints"))
+
+    @admin.display(description="checkpoints", ordering="_n")
+    def n_checkpoints(self, obj):
+        return obj._n
+
+
+@admin.register(m.Checkpoint)
+class CheckpointAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "system", "version", "backend", "reasoning", "parent", "created_at")
+    list_filter = ("system", "backend", "reasoning")
+    search_fields = ("system__name", "path")
+
+    def get_readonly_fields(self, request, obj=None):
+        # registered checkpoints are immutable; only notes-like fields stay editable
+        return CHECKPOINT_READONLY if obj else ()
+
+
+CHECKPOINT_READONLY = (
+    "system",
+    "version",
+    "path",
+    "backend",
+    "backend_config",
+    "parent",
+    "reasoning",
+    "lineage",
+)
+
+
+@admin.register(m.EvalContext)
+class EvalContextAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "source", "gold_strategy", "created_at")
+    list_filter = ("source", "gold_strategy")
+    search_fields = ("dialogue_id", "gold_response")
+
+
+class ComparisonInline(admin.TabularInline):
+    model = m.Comparison
+    extra = 0
+    raw_id_fields = ("checkpoint_a", "checkpoint_b")
+
+
+@admin.register(m.Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ("name", "status", "overlap_k", "progress", "created_at")
+    list_filter = ("status",)
+    search_fields = ("name",)
+    inlines = [ComparisonInline]
+    filter_horizontal = ("contexts",)
+    actions = ["open_selected", "close_selected", "export_csv", "export_json", "export_parquet"]
+
+    @admin.display(description="items complete / total")
+    def progress(self, obj):
+        o = studies.study_overview(obj)
+        per = ", ".join(f"{a['annotator']}: {a['judgments']}" for a in o["per_annotator"])
+        return format_html(
+            "{} / {}<br><small>{}</small>",
+            o["items_complete"],
+            o["items_total"],
+            per or "no judgments",
+        )
+
+    @admin.action(description="Open (generate, then build items)")
+    def open_selected(self, request, queryset):
+        for study in queryset:
+            try:
+                result = studies.open_study(study)
+                self.message_user(request, f"{study}: {result}")
+            except studies.StudyError as exc:
+                self.message_user(request, f"{study}: {exc}", messages.ERROR)
+
+    @admin.action(description="Close")
+    def close_selected(self, request, queryset):
+        for study in queryset:
+            studies.close_study(study)
+
+    def _export(self, request, queryset, fmt):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one study to export.", messages.ERROR)
+            return None
+        study = queryset.get()
+        return FileResponse(
+            export.export_zip(study, fmt),
+            as_attachment=True,
+            filename=f"study-{study.pk}-{fmt}.zip",
+        )
+
+    @admin.action(description="Export (CSV)")
+    def export_csv(self, request, queryset):
+        return self._export(request, queryset, "csv")
+
+    @admin.action(description="Export (JSON)")
+    def export_json(self, request, queryset):
+        return self._export(request, queryset, "json")
+
+    @admin.action(description="Export (Parquet)")
+    def export_parquet(self, request, queryset):
+        return self._export(request, queryset, "parquet")
+
+
+@admin.register(m.Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "study", "n_items")
+    list_filter = ("study",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_n=Count("items"))
+
+    @admin.display(description="items", ordering="_n")
+    def n_items(self, obj):
+        return obj._n
+
+
+@admin.register(m.Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ("id", "checkpoint", "context", "parse_status", "usable", "created_at")
+    list_filter = ("checkpoint__system", "parse_status", "usable")
+    search_fields = ("text",)
+    raw_id_fields = ("checkpoint", "context")
+
+
+@admin.register(m.GenerationBatch)
+class GenerationBatchAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "study",
+        "checkpoint",
+        "n_contexts",
+        "status",
+        "attempts",
+        "error_short",
+        "finished_at",
+    )
+    list_filter = ("status", "study", "checkpoint__system")
+    actions = ["retry_failed"]
+
+    @admin.display(description="contexts")
+    def n_contexts(self, obj):
+        return len(obj.context_ids)
+
+    @admin.display(description="error")
+    def error_short(self, obj):
+        return obj.error[:120]
+
+    @admin.action(description="Retry failed batches")
+    def retry_failed(self, request, queryset):
+        ids = generation.retry_batches(queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Re-queued {len(ids)} failed batches.")
+
+
+@admin.register(m.ComparisonItem)
+class ComparisonItemAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "study", "comparison", "a_on_left", "is_gold", "judgment_count")
+    list_filter = ("study", "is_gold", "a_on_left", "comparison")
+    search_fields = ("public_id",)
+    raw_id_fields = ("context", "response_a", "response_b")
+
+
+@admin.register(m.Lease)
+class LeaseAdmin(admin.ModelAdmin):
+    list_display = ("item", "annotator", "expires_at")
+    list_filter = ("item__study",)
+
+
+@admin.register(m.Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    list_display = (
+        "item",
+        "annotator",
+        "cannot_judge",
+        "seconds",
+        "simulated",
+        "imported",
+        "created_at",
+    )
+    list_filter = ("item__study", "annotator", "simulated", "imported", "cannot_judge")
+    raw_id_fields = ("item",)
+
+
+@admin.register(m.TaskProbe)
+class TaskProbeAdmin(admin.ModelAdmin):
+    list_display = ("marker", "created_at")

@@ -1,0 +1,155 @@
+"""API serializers. The annotator ones carry texts and opaque ids only."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from pairwise.models import Checkpoint, Study
+
+
+class TurnSerializer(serializers.Serializer):
+    speaker = serializers.ChoiceField(choices=["seeker", "supporter"])
+    text = serializers.CharField()
+
+
+class BlindItemSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="Opaque item id")
+    history = TurnSerializer(many=True)
+    left = serializers.CharField(help_text="Reply A")
+    right = serializers.CharField(help_text="Reply B")
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class NextItemSerializer(serializers.Serializer):
+    done = serializers.BooleanField(help_text="True when nothing is left for you")
+    item = BlindItemSerializer(required=False)
+    lease_expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    progress = ProgressSerializer()
+
+
+class AnnotatorStudySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    criteria = serializers.ListField(child=serializers.CharField())
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class SubmitSerializer(serializers.Serializer):
+    item = serializers.CharField()
+    choices = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="criterion -> left | right | tie (all criteria, unless cannot_judge)",
+    )
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    cannot_judge = serializers.BooleanField(required=False, default=False)
+    cannot_judge_reason = serializers.CharField(required=False, allow_blank=True, default="")
+    seconds = serializers.FloatField(required=False, min_value=0)
+
+
+class JudgmentReceiptSerializer(serializers.Serializer):
+    item = serializers.CharField()
+    created = serializers.BooleanField()
+    progress = ProgressSerializer()
+
+
+class StudySerializer(serializers.ModelSerializer):
+    comparisons = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    generation = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "name",
+            "status",
+            "criteria",
+            "overlap_k",
+            "guidelines",
+            "sampling",
+            "seed",
+            "quota_per_annotator",
+            "gold_share",
+            "comparisons",
+            "progress",
+            "generation",
+            "created_at",
+        ]
+
+    def get_comparisons(self, study) -> list[dict]:
+        return [
+            {"id": c.pk, "a": c.checkpoint_a.label, "b": c.checkpoint_b.label}
+            for c in study.comparisons.select_related(
+                "checkpoint_a__system", "checkpoint_b__system"
+            )
+        ]
+
+    def get_progress(self, study) -> dict:
+        from pairwise.services.studies import study_overview
+
+        return study_overview(study)
+
+    def get_generation(self, study) -> dict:
+        from pairwise.services.generation import generation_progress
+
+        return generation_progress(study)
+
+
+class StudyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    contexts = serializers.ListField(child=serializers.IntegerField(), allow_empty=False)
+    comparisons = serializers.ListField(
+        child=serializers.ListField(child=serializers.CharField(), min_length=2, max_length=2),
+        allow_empty=False,
+        help_text='[[A, B], ...]: checkpoint ids, "System vN" or "System" (its latest)',
+    )
+    criteria = serializers.ListField(child=serializers.CharField(), required=False)
+    overlap_k = serializers.IntegerField(min_value=1, default=3)
+    guidelines = serializers.CharField(required=False, allow_blank=True, default="")
+    sampling = serializers.DictField(required=False)
+    quota_per_annotator = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    gold_share = serializers.FloatField(min_value=0, max_value=0.5, default=0.0)
+
+
+class RequeueSerializer(serializers.Serializer):
+    checkpoint = serializers.CharField(required=False, help_text='id or "System vN"')
+    system = serializers.CharField(required=False, help_text="use this system's latest")
+
+    def validate(self, attrs):
+        if not attrs.get("checkpoint") and not attrs.get("system"):
+            raise serializers.ValidationError({"checkpoint": ["give checkpoint or system"]})
+        return attrs
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    system = serializers.CharField(source="system.name")
+    parent = serializers.CharField(source="parent.label", default=None)
+
+    class Meta:
+        model = Checkpoint
+        fields = [
+            "id",
+            "system",
+            "version",
+            "path",
+            "backend",
+            "backend_config",
+            "parent",
+            "reasoning",
+            "lineage",
+            "metrics",
+            "created_at",
+        ]
+
+
+class RegisterCheckpointSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    system = serializers.CharField()
+    backend = serializers.CharField(required=False, allow_blank=True)
+    version = serializers.IntegerField(required=False, min_value=1)

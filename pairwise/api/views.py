@@ -1,0 +1,292 @@
+"""The REST API: annotators (next item, submit, progress) and researchers (studies, checkpoints).
+
+Annotator responses are built from `blind_item` only. Errors are JSON naming the field.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response as APIResponse
+from rest_framework.views import APIView
+
+from pairwise import roles
+from pairwise.api import serializers as s
+from pairwise.models import Checkpoint, EvalContext, Lease, Study
+from pairwise.services import allocation, generation, studies
+from pairwise.services.blind import blind_item
+
+
+class IsAnnotator(permissions.BasePermission):
+    message = "Only annotators can judge items."
+
+    def has_permission(self, request, view):
+        return roles.is_annotator(request.user) or roles.is_admin(request.user)
+
+
+class IsResearcher(permissions.BasePermission):
+    message = "Only researchers and admins can manage studies."
+
+    def has_permission(self, request, view):
+        return roles.is_researcher(request.user)
+
+
+def _field_error(exc: Exception) -> ValidationError:
+    """Turn a service error 'field: message' into DRF's {field: [message]}."""
+    text = str(exc)
+    field, _, message = text.partition(": ")
+    if not message or " " in field:
+        return ValidationError({"non_field_errors": [text]})
+    return ValidationError({field: [message]})
+
+
+def _open_study(study_id: int) -> Study:
+    return get_object_or_404(Study, pk=study_id, status=Study.Status.OPEN)
+
+
+class AnnotatorStudiesView(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsAnnotator]
+
+    @extend_schema(responses=s.AnnotatorStudySerializer(many=True))
+    def get(self, request):
+        rows = []
+        for study in Study.objects.filter(status=Study.Status.OPEN).order_by("name"):
+            p = allocation.progress(study, request.user)
+            rows.append(
+                {
+                    "id": study.pk,
+                    "name": study.name,
+                    "criteria": study.criteria,
+                    "done": p.done,
+                    "total": p.total,
+                }
+            )
+        return APIResponse(s.AnnotatorStudySerializer(rows, many=True).data)
+
+
+class NextItemView(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsAnnotator]
+
+    @extend_schema(responses=s.NextItemSerializer)
+    def get(self, request, study_id: int):
+        study = _open_study(study_id)
+        item = allocation.next_item(study, request.user)
+        p = allocation.progress(study, request.user)
+        body = {"done": item is None, "progress": {"done": p.done, "total": p.total}}
+        if item is not None:
+            body["item"] = blind_item(item)
+            lease = Lease.objects.filter(item=item, annotator=request.user).first()
+            body["lease_expires_at"] = lease.expires_at if lease else None
+        return APIResponse(s.NextItemSerializer(body).data)
+
+
+class SubmitView(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsAnnotator]
+
+    @extend_schema(
+        request=s.SubmitSerializer,
+        responses={201: s.JudgmentReceiptSerializer, 200: s.JudgmentReceiptSerializer},
+    )
+    def post(self, request, study_id: int):
+        study = _open_study(study_id)
+        data = s.SubmitSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        lease = Lease.objects.filter(item__public_id=v["item"], annotator=request.user).first()
+        seconds = v.get("seconds")
+        if seconds is None and lease is not None:
+            from django.utils import timezone
+
+            seconds = (timezone.now() - lease.created_at).total_seconds()
+        try:
+            judgment, created = allocation.submit(
+                study,
+                request.user,
+                v["item"],
+                v.get("choices") or {},
+                comment=v.get("comment", ""),
+                seconds=seconds or 0.0,
+                cannot_judge=v.get("cannot_judge", False),
+                cannot_judge_reason=v.get("cannot_judge_reason", ""),
+            )
+        except allocation.InvalidJudgment as exc:
+            raise ValidationError({exc.field: [exc.message]}) from None
+        except allocation.ItemNotFound as exc:
+            raise ValidationError({"item": [str(exc)]}) from None
+        except allocation.LeaseExpired as exc:
+            return APIResponse(
+                {"item": [str(exc)], "code": "lease_expired"}, status=status.HTTP_409_CONFLICT
+            )
+        p = allocation.progress(study, request.user)
+        return APIResponse(
+            {"item": v["item"], "created": created, "progress": {"done": p.done, "total": p.total}},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class ProgressView(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsAnnotator]
+
+    @extend_schema(responses=s.ProgressSerializer)
+    def get(self, request, study_id: int):
+        p = allocation.progress(_open_study(study_id), request.user)
+        return APIResponse({"done": p.done, "total": p.total})
+
+
+class StudyViewSet(viewsets.ModelViewSet):
+    """Researchers: create, open, close, re-queue studies and follow their progress."""
+
+    permission_classes = [permissions.IsAuthenticated, IsResearcher]
+    queryset = Study.objects.all()
+    http_method_names = ["get", "post", "head", "options"]
+
+    def get_serializer_class(self):
+        return s.StudyCreateSerializer if self.action == "create" else s.StudySerializer
+
+    def create(self, request, *args, **kwargs):
+        data = s.StudyCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        contexts = list(EvalContext.objects.filter(pk__in=v["contexts"]))
+        missing = sorted(set(v["contexts"]) - {c.pk for c in contexts})
+        if missing:
+            raise ValidationError({"contexts": [f"unknown context ids {missing[:10]}"]})
+        pairs = []
+        for i, pair in enumerate(v["comparisons"]):
+            try:
+                pairs.append(tuple(_resolve_checkpoint(x) for x in pair))
+            except ValueError as exc:
+                raise ValidationError({"comparisons": [f"pair {i}: {exc}"]}) from None
+        try:
+            study = studies.create_study(
+                v["name"],
+                contexts=contexts,
+                pairs=pairs,
+                criteria=v.get("criteria"),
+                overlap_k=v.get("overlap_k", 3),
+                guidelines=v.get("guidelines", ""),
+                sampling=v.get("sampling"),
+                quota_per_annotator=v.get("quota_per_annotator"),
+                gold_share=v.get("gold_share", 0.0),
+                created_by=request.user,
+            )
+        except studies.StudyError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(s.StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def open(self, request, pk=None):
+        study = self.get_object()
+        try:
+            result = studies.open_study(study)
+        except studies.StudyError as exc:
+            raise _field_error(exc) from None
+        study.refresh_from_db()
+        return APIResponse({**result, "status": study.status})
+
+    @action(detail=True, methods=["post"])
+    def close(self, request, pk=None):
+        study = self.get_object()
+        studies.close_study(study)
+        return APIResponse({"status": study.status})
+
+    @action(detail=True, methods=["post"], serializer_class=s.RequeueSerializer)
+    def requeue(self, request, pk=None):
+        study = self.get_object()
+        data = s.RequeueSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            if v.get("checkpoint"):
+                checkpoint = _resolve_checkpoint(v["checkpoint"])
+            else:
+                checkpoint = studies.latest_checkpoint(v["system"])
+            with transaction.atomic():
+                result = studies.requeue(study, checkpoint)
+        except (studies.StudyError, ValueError) as exc:
+            raise _field_error(exc) from None
+        return APIResponse({**result, "checkpoint": checkpoint.label})
+
+    @action(detail=True, methods=["post"], url_path="retry-failed")
+    def retry_failed(self, request, pk=None):
+        study = self.get_object()
+        ids = generation.retry_batches(study.batches.values_list("pk", flat=True))
+        return APIResponse({"retried": ids})
+
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk=None):
+        from pairwise.services import export
+
+        study = self.get_object()
+        return APIResponse(
+            export.study_summary(study, checkpoint=request.query_params.get("checkpoint"))
+        )
+
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        from django.http import FileResponse
+
+        from pairwise.services import export
+
+        study = self.get_object()
+        # not `format`: DRF reserves that query parameter for choosing a renderer
+        fmt = request.query_params.get("fmt", "csv")
+        if fmt not in export.FORMATS:
+            raise ValidationError({"fmt": [f"expected one of {list(export.FORMATS)}"]})
+        return FileResponse(
+            export.export_zip(study, fmt),
+            as_attachment=True,
+            filename=f"study-{study.pk}-{fmt}.zip",
+        )
+
+
+def _resolve_checkpoint(ref) -> Checkpoint:
+    """A checkpoint id, 'System', 'System vN', or 'System@latest'."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        found = Checkpoint.objects.filter(pk=int(ref)).first()
+        if found is None:
+            raise ValueError(f"no checkpoint with id {ref}")
+        return found
+    name = str(ref).removesuffix("@latest")
+    if " v" in name and name.rsplit(" v", 1)[1].isdigit():
+        system, version = name.rsplit(" v", 1)
+        found = Checkpoint.objects.filter(system__name=system, version=int(version)).first()
+        if found is None:
+            raise ValueError(f"no checkpoint {name!r}")
+        return found
+    try:
+        return studies.latest_checkpoint(name)
+    except studies.StudyError as exc:
+        raise ValueError(str(exc).removeprefix("system: ")) from None
+
+
+class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
+    permission_classes = [permissions.IsAuthenticated, IsResearcher]
+    queryset = Checkpoint.objects.select_related("system", "parent__system")
+    serializer_class = s.CheckpointSerializer
+
+    @extend_schema(request=s.RegisterCheckpointSerializer, responses={201: s.CheckpointSerializer})
+    @action(detail=False, methods=["post"], serializer_class=s.RegisterCheckpointSerializer)
+    def register(self, request):
+        from pairwise.services.checkpoints import CheckpointError, register_checkpoint
+
+        data = s.RegisterCheckpointSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            checkpoint = register_checkpoint(
+                v["path"],
+                system=v["system"],
+                backend=v.get("backend") or None,
+                version=v.get("version"),
+            )
+        except CheckpointError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(s.CheckpointSerializer(checkpoint).data, status=status.HTTP_201_CREATED)
+
+
+__all__ = ["serializers"]

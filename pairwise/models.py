@@ -1,0 +1,326 @@
+"""The evaluation data model: dataset -> contexts -> responses -> blind items -> judgments.
+
+Systems have checkpoints (immutable once registered); a study compares checkpoints of systems on
+eval contexts; responses are generated per (checkpoint, context, sampling config); comparison
+items pair two responses with a stored left/right; annotators lease items and judge them.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+DEFAULT_CRITERIA = ["Fluency", "Identification", "Comforting", "Suggestion", "Overall"]
+CHOICES = ("left", "right", "tie")
+
+
+def _opaque_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _default_criteria() -> list[str]:
+    return list(DEFAULT_CRITERIA)
+
+
+class System(models.Model):
+    """A model family under evaluation, e.g. CARE-SFT-RL or the ESConv baseline."""
+
+    class Kind(models.TextChoices):
+        MODEL = "model", "model"
+        REFERENCE = "reference", "human reference (gold items)"
+        CONTROL = "control", "known-bad control (gold items)"
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.MODEL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Checkpoint(models.Model):
+    """One version of a system. Immutable once registered; lineage via `parent`."""
+
+    IMMUTABLE_FIELDS = ("system_id", "version", "path", "backend", "backend_config", "parent_id")
+
+    system = models.ForeignKey(System, on_delete=models.PROTECT, related_name="checkpoints")
+    version = models.PositiveIntegerField()
+    path = models.CharField(max_length=500, blank=True)
+    backend = models.CharField(max_length=20, default="vllm")
+    backend_config = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    reasoning = models.BooleanField(default=False, help_text="Outputs a CARE reasoning chain")
+    lineage = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["system__name", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["system", "version"], name="uniq_checkpoint_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.system.name} v{self.version}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            old = type(self).objects.filter(pk=self.pk).values(*self.IMMUTABLE_FIELDS).first()
+            if old and any(old[f] != getattr(self, f) for f in self.IMMUTABLE_FIELDS):
+                raise ValidationError(f"checkpoint {self} is registered and immutable")
+        super().save(*args, **kwargs)
+
+    @property
+    def label(self) -> str:
+        return f"{self.system.name} v{self.version}"
+
+
+class EvalContext(models.Model):
+    """A dialogue history to respond to, with the gold supporter response and strategy."""
+
+    source = models.CharField(max_length=50)
+    dialogue_id = models.CharField(max_length=100)
+    turn_index = models.PositiveIntegerField()
+    window = models.PositiveIntegerField(default=0, help_text="History window (0 = all)")
+    history = models.JSONField(help_text="[{speaker, text, strategy}]")
+    gold_response = models.TextField()
+    gold_strategy = models.CharField(max_length=100, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "dialogue_id", "turn_index", "window"], name="uniq_context"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dialogue_id}#{self.turn_index}"
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "draft"
+        GENERATING = "generating", "generating"
+        OPEN = "open", "open"
+        CLOSED = "closed", "closed"
+
+    name = models.CharField(max_length=200, unique=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown, rendered safely")
+    criteria = models.JSONField(default=_default_criteria)
+    overlap_k = models.PositiveSmallIntegerField(default=3)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    contexts = models.ManyToManyField(EvalContext, related_name="studies", blank=True)
+    sampling = models.JSONField(default=dict, blank=True, help_text="SamplingParams fields")
+    seed = models.PositiveIntegerField(default=13)
+    quota_per_annotator = models.PositiveIntegerField(null=True, blank=True)
+    gold_share = models.FloatField(default=0.0, help_text="Share of gold items shown (0-0.5)")
+    lease_ttl_seconds = models.PositiveIntegerField(default=15 * 60)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Comparison(models.Model):
+    """One pair of checkpoints compared in a study; A is the system of interest (e.g. CARE)."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="comparisons")
+    checkpoint_a = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    checkpoint_b = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "checkpoint_a", "checkpoint_b"], name="uniq_comparison"
+            ),
+            models.CheckConstraint(
+                condition=~Q(checkpoint_a=models.F("checkpoint_b")), name="comparison_distinct"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.checkpoint_a.label} vs {self.checkpoint_b.label}"
+
+
+class Response(models.Model):
+    """A generated (or imported) response. Only `text` is ever shown to annotators."""
+
+    class ParseStatus(models.TextChoices):
+        COMPLETE = "complete", "complete"
+        MISSING_NODE = "missing_node", "missing node"
+        OUT_OF_ORDER = "out_of_order", "out of order"
+        MALFORMED = "malformed", "malformed"
+        NO_REASONING = "no_reasoning", "no reasoning"
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="responses")
+    context = models.ForeignKey(EvalContext, on_delete=models.PROTECT, related_name="responses")
+    sampling_key = models.CharField(max_length=32)
+    text = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    raw_output = models.TextField(blank=True)
+    parse_status = models.CharField(max_length=20, choices=ParseStatus.choices)
+    strategy = models.CharField(max_length=100, blank=True)
+    usable = models.BooleanField(default=True, help_text="A clean reply could be taken out")
+    provenance = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["checkpoint", "context", "sampling_key"], name="uniq_response"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"response {self.pk} ({self.checkpoint_id}, context {self.context_id})"
+
+
+class GenerationBatch(models.Model):
+    """One unit of generation work; the database row, not the broker message, is the truth."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="batches")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    sampling_key = models.CharField(max_length=32)
+    context_ids = models.JSONField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="Celery node running it")
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "generation batches"
+        indexes = [models.Index(fields=["status", "enqueued_at"])]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.checkpoint}, {len(self.context_ids)} contexts)"
+
+
+class ComparisonItem(models.Model):
+    """Two responses to one context, with left/right fixed when the item is made."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=_opaque_id, editable=False)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
+    comparison = models.ForeignKey(
+        Comparison, null=True, blank=True, on_delete=models.CASCADE, related_name="items"
+    )
+    context = models.ForeignKey(EvalContext, on_delete=models.PROTECT, related_name="+")
+    response_a = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    response_b = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    a_on_left = models.BooleanField()
+    is_gold = models.BooleanField(default=False)
+    judgment_count = models.PositiveIntegerField(default=0)
+    order_key = models.PositiveIntegerField(help_text="Random tie-break for allocation")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "context"],
+                condition=Q(is_gold=False),
+                name="uniq_item_per_comparison_context",
+            )
+        ]
+        indexes = [models.Index(fields=["study", "is_gold", "judgment_count", "order_key"])]
+
+    def __str__(self) -> str:
+        return f"item {self.public_id}"
+
+    @property
+    def left(self) -> Response:
+        return self.response_a if self.a_on_left else self.response_b
+
+    @property
+    def right(self) -> Response:
+        return self.response_b if self.a_on_left else self.response_a
+
+    @property
+    def gold_expected(self) -> str | None:
+        """For gold items, response A is the good one: the side it is shown on."""
+        if not self.is_gold:
+            return None
+        return "left" if self.a_on_left else "right"
+
+
+class Lease(models.Model):
+    item = models.ForeignKey(ComparisonItem, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases"
+    )
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="uniq_lease")]
+        indexes = [models.Index(fields=["annotator", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"lease of item {self.item_id} to user {self.annotator_id}"
+
+
+class Judgment(models.Model):
+    item = models.ForeignKey(ComparisonItem, on_delete=models.PROTECT, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
+    )
+    choices = models.JSONField(default=dict, help_text="criterion -> left | right | tie")
+    cannot_judge = models.BooleanField(default=False)
+    cannot_judge_reason = models.TextField(blank=True)
+    comment = models.TextField(blank=True)
+    seconds = models.FloatField(default=0.0)
+    simulated = models.BooleanField(default=False)
+    imported = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="uniq_judgment")]
+
+    def __str__(self) -> str:
+        return f"judgment of item {self.item_id} by user {self.annotator_id}"
+
+
+class TaskProbe(models.Model):
+    """Rows written by the `ping` task: proof that a task ran, for broker and kill tests."""
+
+    marker = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.marker

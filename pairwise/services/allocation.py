@@ -1,0 +1,240 @@
+"""Handing out items to annotators, and taking their judgments.
+
+Invariants (tested under concurrency on PostgreSQL):
+- every non-gold item ends with exactly k judgments, by k distinct annotators;
+- an annotator never judges, nor is handed, the same item twice;
+- at any moment, judgments + live leases on an item never exceed k.
+
+Every lease is created, and every judgment recorded, while holding the item's row lock
+(`select_for_update`; SQLite serialises writers itself because transactions start IMMEDIATE),
+so the capacity check and the insert cannot interleave with another annotator's.
+The number of SQL queries does not depend on the size of the study.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from pairwise.models import CHOICES, ComparisonItem, Judgment, Lease, Study
+
+log = logging.getLogger(__name__)
+CANDIDATES = 8  # rows considered per attempt; more than enough for skip_locked contention
+
+
+class AllocationError(Exception):
+    """Base for errors an annotator can meet; the message is shown to them as it is."""
+
+
+class StudyNotOpen(AllocationError):
+    pass
+
+
+class ItemNotFound(AllocationError):
+    pass
+
+
+class LeaseExpired(AllocationError):
+    pass
+
+
+class InvalidJudgment(AllocationError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
+def _live_lease_count(now):
+    leases = (
+        Lease.objects.filter(item=OuterRef("pk"), expires_at__gt=now)
+        .values("item")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    return Coalesce(Subquery(leases, output_field=IntegerField()), Value(0))
+
+
+def _candidates(study: Study, user, now, *, gold: bool) -> list[int]:
+    qs = ComparisonItem.objects.filter(study=study, is_gold=gold).exclude(
+        Exists(Judgment.objects.filter(item=OuterRef("pk"), annotator=user))
+    )
+    if not gold:
+        qs = (
+            qs.filter(judgment_count__lt=study.overlap_k)
+            .annotate(live=_live_lease_count(now))
+            .filter(judgment_count__lt=study.overlap_k - F("live"))
+        )
+    return list(
+        qs.order_by("judgment_count", "order_key").values_list("pk", flat=True)[:CANDIDATES]
+    )
+
+
+def _lock(pk: int) -> ComparisonItem | None:
+    qs = ComparisonItem.objects.filter(pk=pk)
+    if connection.features.has_select_for_update_skip_locked:
+        qs = qs.select_for_update(skip_locked=True)
+    return qs.first()
+
+
+def _wants_gold(study: Study, user) -> bool:
+    """Keep each annotator's share of gold items at the study's gold_share, deterministically."""
+    if study.gold_share <= 0:
+        return False
+    done = Judgment.objects.filter(item__study=study, annotator=user).aggregate(
+        all=Count("pk"), gold=Count("pk", filter=Q(item__is_gold=True))
+    )
+    return done["gold"] < round(study.gold_share * (done["all"] + 1))
+
+
+def next_item(study: Study, user, *, now=None) -> ComparisonItem | None:
+    """The item this annotator should judge next, leased to them; None when they are done."""
+    if study.status != Study.Status.OPEN:
+        raise StudyNotOpen(f"study {study.name!r} is {study.status}, not open")
+    now = now or timezone.now()
+    with transaction.atomic():
+        held = (
+            Lease.objects.select_related("item__context", "item__response_a", "item__response_b")
+            .filter(annotator=user, item__study=study, expires_at__gt=now)
+            .exclude(Exists(Judgment.objects.filter(item=OuterRef("item"), annotator=user)))
+            .order_by("created_at")
+            .first()
+        )
+        if held is not None:
+            return held.item
+        if study.quota_per_annotator is not None:
+            done = Judgment.objects.filter(item__study=study, annotator=user).count()
+            if done >= study.quota_per_annotator:
+                return None
+        order = [True, False] if _wants_gold(study, user) else [False]
+        for gold in order:
+            for pk in _candidates(study, user, now, gold=gold):
+                item = _lock(pk)
+                if item is None:
+                    continue  # another annotator holds its lock right now
+                if not gold:
+                    live = Lease.objects.filter(item=item, expires_at__gt=now).count()
+                    if item.judgment_count + live >= study.overlap_k:
+                        continue
+                Lease.objects.filter(item=item, annotator=user).delete()  # an old expired one
+                Lease.objects.create(
+                    item=item,
+                    annotator=user,
+                    expires_at=now + timedelta(seconds=study.lease_ttl_seconds),
+                )
+                log.info("leased item %s to %s", item.public_id, user.username)
+                return item
+    return None
+
+
+def check_judgment(
+    study: Study, choices: dict, *, cannot_judge: bool, reason: str
+) -> dict[str, str]:
+    """Validate a submission; raise InvalidJudgment naming the field that is wrong."""
+    if cannot_judge:
+        if not (reason or "").strip():
+            raise InvalidJudgment("cannot_judge_reason", "give a reason when you cannot judge")
+        return {}
+    if not isinstance(choices, dict):
+        raise InvalidJudgment("choices", "expected an object of criterion -> left|right|tie")
+    unknown = sorted(set(choices) - set(study.criteria))
+    if unknown:
+        raise InvalidJudgment("choices", f"unknown criteria {unknown}; expected {study.criteria}")
+    for criterion in study.criteria:
+        value = choices.get(criterion)
+        if value not in CHOICES:
+            raise InvalidJudgment(
+                f"choices.{criterion}", f"got {value!r}; expected one of {list(CHOICES)}"
+            )
+    return {c: choices[c] for c in study.criteria}
+
+
+def submit(
+    study: Study,
+    user,
+    public_id: str,
+    choices: dict,
+    *,
+    comment: str = "",
+    seconds: float = 0.0,
+    cannot_judge: bool = False,
+    cannot_judge_reason: str = "",
+    simulated: bool = False,
+    now=None,
+) -> tuple[Judgment, bool]:
+    """Record a judgment. Idempotent: a second submit returns the first judgment, created=False."""
+    clean = check_judgment(study, choices, cannot_judge=cannot_judge, reason=cannot_judge_reason)
+    now = now or timezone.now()
+    expired = False
+    with transaction.atomic():
+        qs = ComparisonItem.objects.filter(study=study, public_id=public_id)
+        if connection.features.has_select_for_update:
+            qs = qs.select_for_update()
+        item = qs.first()
+        if item is None:
+            raise ItemNotFound(f"no item {public_id!r} in this study")
+        existing = Judgment.objects.filter(item=item, annotator=user).first()
+        if existing is not None:
+            return existing, False
+        lease = Lease.objects.filter(item=item, annotator=user).first()
+        if lease is None or lease.expires_at <= now:
+            Lease.objects.filter(item=item, annotator=user).delete()
+            expired = True
+        else:
+            judgment = Judgment.objects.create(
+                item=item,
+                annotator=user,
+                choices=clean,
+                cannot_judge=cannot_judge,
+                cannot_judge_reason=cannot_judge_reason.strip() if cannot_judge else "",
+                comment=(comment or "").strip(),
+                seconds=max(0.0, float(seconds or 0.0)),
+                simulated=simulated,
+            )
+            ComparisonItem.objects.filter(pk=item.pk).update(judgment_count=F("judgment_count") + 1)
+            lease.delete()
+    if expired:
+        raise LeaseExpired(
+            "Your time on this item ran out and it was handed back; your answer was not saved. "
+            "Here is your next item."
+        )
+    log.info("judgment on item %s by %s", public_id, user.username)
+    return judgment, True
+
+
+def progress(study: Study, user) -> Progress:
+    """How many items this annotator has judged, out of how many they can be given in all."""
+    judged = Judgment.objects.filter(item__study=study, annotator=user).count()
+    open_items = (
+        ComparisonItem.objects.filter(
+            study=study, is_gold=False, judgment_count__lt=study.overlap_k
+        )
+        .exclude(Exists(Judgment.objects.filter(item=OuterRef("pk"), annotator=user)))
+        .count()
+    )
+    total = judged + open_items
+    if study.quota_per_annotator is not None:
+        total = min(total, study.quota_per_annotator)
+    return Progress(done=judged, total=max(total, judged))
+
+
+def reclaim_expired(now=None) -> int:
+    """Delete expired leases (allocation already ignores them; this keeps the table small)."""
+    deleted, _ = Lease.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted

@@ -1,0 +1,94 @@
+"""Registering checkpoints written by training/: immutable, with their lineage."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from pairwise.models import Checkpoint, System
+from training.lineage import LineageError, lineage_sha256, read_lineage
+
+log = logging.getLogger(__name__)
+BACKENDS = ("vllm", "hf", "http", "fake")
+
+
+class CheckpointError(ValueError):
+    """Bad input for registration; the message starts with the field that is wrong."""
+
+
+def check_checkpoint_folder(path: Path) -> dict:
+    """Validate a checkpoint folder and return its lineage record."""
+    if not path.is_dir():
+        raise CheckpointError(f"path: no checkpoint folder at {path}")
+    config = path / "config.json"
+    try:
+        json.loads(config.read_text("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"path: {config} is missing; expected a Hugging Face model folder"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"path: {config} is unreadable ({exc})") from exc
+    try:
+        return read_lineage(path)
+    except LineageError as exc:
+        raise CheckpointError(f"path: {exc}") from exc
+
+
+def register_checkpoint(
+    path: str | Path,
+    *,
+    system: str | None = None,
+    backend: str | None = None,
+    version: int | None = None,
+    backend_config: dict | None = None,
+) -> Checkpoint:
+    """Register the checkpoint folder at `path` as the next version of `system`.
+
+    Reads lineage.json (written by the training scripts) for the system name, parent, metrics and
+    whether the model writes a reasoning chain. The same folder cannot be registered twice.
+    """
+    folder = Path(path).resolve()
+    lineage = check_checkpoint_folder(folder)
+    system_name = system or lineage.get("system")
+    if not system_name:
+        raise CheckpointError("system: not given, and lineage.json names none")
+    backend = backend or (lineage.get("backend") or {}).get("backend") or "vllm"
+    if backend not in BACKENDS:
+        raise CheckpointError(f"backend: {backend!r} is not one of {list(BACKENDS)}")
+    digest = lineage_sha256(folder)
+    duplicate = Checkpoint.objects.filter(path=str(folder)).select_related("system").first()
+    if duplicate is not None and duplicate.lineage.get("sha256") == digest:
+        raise CheckpointError(f"path: {folder} is already registered as {duplicate.label}")
+    parent = None
+    parent_path = (lineage.get("parent") or {}).get("path")
+    if parent_path:
+        parent = Checkpoint.objects.filter(path=str(Path(parent_path).resolve())).first()
+    config = lineage.get("config") or {}
+    reasoning = bool(lineage.get("reasoning", config.get("care", False)))
+    with transaction.atomic():
+        sys_row, _ = System.objects.get_or_create(name=system_name)
+        if version is None:
+            version = (sys_row.checkpoints.aggregate(v=Max("version"))["v"] or 0) + 1
+        elif sys_row.checkpoints.filter(version=version).exists():
+            raise CheckpointError(f"version: {system_name} v{version} exists already")
+        try:
+            checkpoint = Checkpoint.objects.create(
+                system=sys_row,
+                version=version,
+                path=str(folder),
+                backend=backend,
+                backend_config=backend_config or {},
+                parent=parent,
+                reasoning=reasoning,
+                lineage={**lineage, "sha256": digest},
+                metrics=lineage.get("metrics") or {},
+            )
+        except IntegrityError as exc:
+            raise CheckpointError(f"version: {system_name} v{version} exists already") from exc
+    log.info("registered %s from %s", checkpoint.label, folder)
+    return checkpoint

@@ -1,0 +1,289 @@
+"""Exports (long-format judgments, items, summary, publication tables) and imports.
+
+The dashboard, the API and the export files all take their numbers from `study_summary`, which
+is `stats.summarize` over `long_dataframe(study)`: one function, one set of numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Q
+
+from pairwise.models import (
+    Checkpoint,
+    Comparison,
+    ComparisonItem,
+    EvalContext,
+    Judgment,
+    Response,
+    Study,
+    System,
+)
+from pairwise.services import stats
+from pairwise.services.longformat import LONG_COLUMNS, read_long, validate_long
+
+log = logging.getLogger(__name__)
+FORMATS = ("csv", "json", "parquet")
+GOLD_COMPARISON = "gold: reference vs control"
+
+
+def _judgment_rows(study: Study, checkpoint: str | None = None):
+    qs = Judgment.objects.filter(item__study=study).select_related(
+        "annotator",
+        "item__response_a__checkpoint__system",
+        "item__response_b__checkpoint__system",
+    )
+    if checkpoint:
+        ids = _checkpoint_ids(checkpoint)
+        qs = qs.filter(
+            Q(item__response_a__checkpoint_id__in=ids) | Q(item__response_b__checkpoint_id__in=ids)
+        )
+    return qs.order_by("item_id", "annotator_id")
+
+
+def _checkpoint_ids(ref: str) -> list[int]:
+    """`ref` is a checkpoint id or a label like "CARE v2"."""
+    if str(ref).isdigit():
+        return [int(ref)]
+    system, _, version = str(ref).rpartition(" v")
+    return list(
+        Checkpoint.objects.filter(system__name=system, version=version or 0).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFrame:
+    """The study's judgments in the long format: one row per annotator x item x criterion."""
+    rows = []
+    for j in _judgment_rows(study, checkpoint):
+        item = j.item
+        ca, cb = item.response_a.checkpoint, item.response_b.checkpoint
+        a_side = "left" if item.a_on_left else "right"
+        comparison = GOLD_COMPARISON if item.is_gold else f"{ca.label} vs {cb.label}"
+        for criterion in study.criteria:
+            choice = "cannot_judge" if j.cannot_judge else j.choices.get(criterion)
+            if choice is None:
+                continue
+            rows.append(
+                {
+                    "study": study.name,
+                    "item_id": item.public_id,
+                    "comparison": comparison,
+                    "system_a": ca.label if not item.is_gold else ca.system.name,
+                    "system_b": cb.label if not item.is_gold else cb.system.name,
+                    "checkpoint_a": str(ca.pk),
+                    "checkpoint_b": str(cb.pk),
+                    "a_side": a_side,
+                    "annotator": j.annotator.username,
+                    "criterion": criterion,
+                    "choice": choice,
+                    "seconds": j.seconds,
+                    "is_gold": item.is_gold,
+                    "gold_expected": item.gold_expected or "",
+                    "simulated": j.simulated,
+                    "created_at": j.created_at.isoformat(),
+                }
+            )
+    df = pd.DataFrame(rows, columns=[c for c in LONG_COLUMNS if c != "outcome"])
+    return validate_long(df) if len(df) else df.reindex(columns=LONG_COLUMNS)
+
+
+def study_summary(study: Study, *, checkpoint: str | None = None, n_boot: int = 1000) -> dict:
+    df = long_dataframe(study, checkpoint=checkpoint)
+    if df.empty:
+        return {"n_judgments": 0, "n_items": 0, "empty": True}
+    summary = stats.summarize(df, seed=study.seed, n_boot=n_boot)
+    summary["simulated_judgments"] = int(df.loc[df["simulated"].astype(bool), "item_id"].size)
+    return summary
+
+
+def items_dataframe(study: Study) -> pd.DataFrame:
+    items = ComparisonItem.objects.filter(study=study).select_related(
+        "context", "response_a__checkpoint__system", "response_b__checkpoint__system"
+    )
+    return pd.DataFrame(
+        [
+            {
+                "item_id": i.public_id,
+                "comparison": GOLD_COMPARISON
+                if i.is_gold
+                else f"{i.response_a.checkpoint.label} vs {i.response_b.checkpoint.label}",
+                "system_a": i.response_a.checkpoint.label,
+                "system_b": i.response_b.checkpoint.label,
+                "a_side": "left" if i.a_on_left else "right",
+                "is_gold": i.is_gold,
+                "gold_expected": i.gold_expected or "",
+                "judgments": i.judgment_count,
+                "context_source": i.context.source,
+                "dialogue_id": i.context.dialogue_id,
+                "turn_index": i.context.turn_index,
+                "response_a": i.response_a.text,
+                "response_b": i.response_b.text,
+                "gold_response": i.context.gold_response,
+                "gold_strategy": i.context.gold_strategy,
+            }
+            for i in items
+        ]
+    )
+
+
+def _write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
+    path = path.with_suffix(f".{fmt}")
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "json":
+        df.to_json(path, orient="records", indent=1, force_ascii=False)
+    else:
+        df.to_parquet(path, index=False)
+    return path
+
+
+def export_study(study: Study, fmt: str, out_dir: str | Path) -> list[Path]:
+    """Write judgments, items, summary.json, and the publication table (Markdown and LaTeX)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format: {fmt!r} is not one of {list(FORMATS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    long_df = long_dataframe(study)
+    summary = study_summary(study)
+    written = [
+        _write_table(long_df, out / "judgments", fmt),
+        _write_table(items_dataframe(study), out / "items", fmt),
+    ]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str), "utf-8")
+    written.append(out / "summary.json")
+    if not summary.get("empty"):
+        for kind, suffix in (("markdown", "md"), ("latex", "tex")):
+            path = out / f"table.{suffix}"
+            path.write_text(stats.publication_table(summary, fmt=kind) + "\n", "utf-8")
+            written.append(path)
+    log.info("exported study %s as %s to %s", study.pk, fmt, out)
+    return written
+
+
+def export_zip(study: Study, fmt: str) -> io.BytesIO:
+    import tempfile
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = export_study(study, fmt, tmp)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, arcname=f"study-{study.pk}/{f.name}")
+    buffer.seek(0)
+    return buffer
+
+
+# --- Import ------------------------------------------------------------------------------------
+
+
+def import_judgments(path: str | Path) -> dict:
+    """Import outside judgments in the long format; all or nothing.
+
+    Creates (or reuses) a closed study per `study` value, a system and checkpoint per system
+    name, a placeholder context and responses per item, and an inactive account per annotator.
+    A bad row raises `LongFormatError` naming its line and field, and nothing is written.
+    """
+    df = validate_long(read_long(path))
+    User = get_user_model()
+    counts = {"studies": 0, "items": 0, "judgments": 0}
+    with transaction.atomic():
+        for study_name, sdf in df.groupby("study", sort=False):
+            criteria = list(dict.fromkeys(sdf["criterion"]))
+            study, created = Study.objects.get_or_create(
+                name=str(study_name),
+                defaults={
+                    "criteria": criteria,
+                    "status": Study.Status.CLOSED,
+                    "overlap_k": int(sdf.groupby("item_id")["annotator"].nunique().max()),
+                },
+            )
+            counts["studies"] += created
+            ckpts = {}
+            for name in pd.unique(pd.concat([sdf["system_a"], sdf["system_b"]])):
+                system, _ = System.objects.get_or_create(name=str(name))
+                ckpts[name], _ = Checkpoint.objects.get_or_create(
+                    system=system, version=1, defaults={"backend": "static"}
+                )
+            users = {}
+            for name in pd.unique(sdf["annotator"]):
+                users[name], new = User.objects.get_or_create(
+                    username=f"import:{study_name}:{name}"[:150], defaults={"is_active": False}
+                )
+                if new:
+                    users[name].set_unusable_password()
+                    users[name].save(update_fields=["password"])
+            for item_id, idf in sdf.groupby("item_id", sort=False):
+                first = idf.iloc[0]
+                item = _import_item(study, str(item_id), first, ckpts)
+                counts["items"] += 1
+                for annotator, adf in idf.groupby("annotator", sort=False):
+                    choices = dict(zip(adf["criterion"], adf["choice"], strict=True))
+                    cannot = all(c == "cannot_judge" for c in choices.values())
+                    _, new = Judgment.objects.get_or_create(
+                        item=item,
+                        annotator=users[annotator],
+                        defaults={
+                            "choices": {} if cannot else choices,
+                            "cannot_judge": cannot,
+                            "seconds": float(adf["seconds"].iloc[0])
+                            if pd.notna(adf["seconds"].iloc[0])
+                            else 0.0,
+                            "simulated": bool(adf["simulated"].iloc[0]),
+                            "imported": True,
+                        },
+                    )
+                    counts["judgments"] += new
+                ComparisonItem.objects.filter(pk=item.pk).update(
+                    judgment_count=Judgment.objects.filter(item=item).count()
+                )
+    log.info("imported %s from %s", counts, path)
+    return counts
+
+
+def _import_item(study: Study, item_id: str, row, ckpts) -> ComparisonItem:
+    existing = ComparisonItem.objects.filter(study=study, public_id=f"{study.pk}-{item_id}").first()
+    if existing:
+        return existing
+    a, b = ckpts[row["system_a"]], ckpts[row["system_b"]]
+    comparison, _ = Comparison.objects.get_or_create(study=study, checkpoint_a=a, checkpoint_b=b)
+    context, _ = EvalContext.objects.get_or_create(
+        source=f"import:{study.name}"[:50],
+        dialogue_id=item_id[:100],
+        turn_index=0,
+        window=0,
+        defaults={"history": [], "gold_response": ""},
+    )
+    study.contexts.add(context)
+    responses = []
+    for ckpt in (a, b):
+        r, _ = Response.objects.get_or_create(
+            checkpoint=ckpt,
+            context=context,
+            sampling_key="imported",
+            defaults={
+                "parse_status": Response.ParseStatus.NO_REASONING,
+                "provenance": {"imported_from": study.name},
+            },
+        )
+        responses.append(r)
+    return ComparisonItem.objects.create(
+        public_id=f"{study.pk}-{item_id}"[:32],
+        study=study,
+        comparison=comparison,
+        context=context,
+        response_a=responses[0],
+        response_b=responses[1],
+        a_on_left=row["a_side"] == "left",
+        is_gold=bool(row["is_gold"]),
+        order_key=0,
+    )

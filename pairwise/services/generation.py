@@ -1,0 +1,301 @@
+"""Queueing and running generation: one batch per (checkpoint, group of contexts).
+
+The GenerationBatch row is the truth; the broker message only wakes a worker. A batch can run
+any number of times: responses have a unique (checkpoint, context, sampling key), so a re-run
+writes nothing twice. `reconcile` re-enqueues batches whose message or worker was lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Avg, Count, F, Q
+from django.utils import timezone
+
+from models.base import GenerationRequest, prompt_hash
+from models.registry import get_backend
+from pairwise.models import Checkpoint, EvalContext, GenerationBatch, Response, Study
+from pairwise.services.items import build_items
+from pairwise.services.sampling import sampling_key, sampling_params
+from training.care_format import parse_care_output
+from training.datasets.types import Turn
+from training.prompts import to_messages
+
+log = logging.getLogger(__name__)
+ACTIVE = (GenerationBatch.Status.PENDING, GenerationBatch.Status.RUNNING)
+
+
+def study_checkpoints(study: Study) -> list[Checkpoint]:
+    ids = set()
+    for a, b in study.comparisons.values_list("checkpoint_a_id", "checkpoint_b_id"):
+        ids.update((a, b))
+    return list(Checkpoint.objects.filter(pk__in=ids).select_related("system"))
+
+
+def queue_study(study: Study, *, batch_size: int | None = None) -> list[int]:
+    """Create batches for every response the study still lacks; enqueue them after commit.
+
+    Contexts already answered, or already in a pending or running batch, are left out, so
+    calling this twice queues nothing the second time.
+    """
+    batch_size = batch_size or settings.GENERATION_BATCH_SIZE
+    key = sampling_key(study.sampling)
+    context_ids = sorted(study.contexts.values_list("pk", flat=True))
+    created: list[int] = []
+    with transaction.atomic():
+        for checkpoint in study_checkpoints(study):
+            if checkpoint.backend == "static":
+                continue
+            have = set(
+                Response.objects.filter(
+                    checkpoint=checkpoint, sampling_key=key, context_id__in=context_ids
+                ).values_list("context_id", flat=True)
+            )
+            queued: set[int] = set()
+            for ids in GenerationBatch.objects.filter(
+                checkpoint=checkpoint, sampling_key=key, status__in=ACTIVE
+            ).values_list("context_ids", flat=True):
+                queued.update(ids)
+            missing = [c for c in context_ids if c not in have and c not in queued]
+            for i in range(0, len(missing), batch_size):
+                batch = GenerationBatch.objects.create(
+                    study=study,
+                    checkpoint=checkpoint,
+                    sampling_key=key,
+                    context_ids=missing[i : i + batch_size],
+                )
+                created.append(batch.pk)
+        if created and study.status == Study.Status.DRAFT:
+            study.status = Study.Status.GENERATING
+            study.save(update_fields=["status"])
+        transaction.on_commit(lambda: enqueue(created))
+    log.info("study %s: queued %d generation batches", study.pk, len(created))
+    return created
+
+
+def enqueue(batch_ids: list[int]) -> None:
+    from pairwise.tasks import generate_batch
+
+    for batch_id in batch_ids:
+        result = generate_batch.apply_async(args=[batch_id], queue="generation")
+        GenerationBatch.objects.filter(pk=batch_id).update(
+            task_id=result.id or "", enqueued_at=timezone.now()
+        )
+
+
+def _seed(study: Study, context_id: int) -> int:
+    digest = hashlib.sha256(f"{study.seed}:{context_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def backend_for(checkpoint: Checkpoint):
+    options = dict(checkpoint.backend_config or {})
+    if checkpoint.path:
+        options.setdefault("model", checkpoint.path)
+    if checkpoint.backend == "fake":
+        options.setdefault("model", checkpoint.label)
+        options.setdefault("reasoning", checkpoint.reasoning)
+    return get_backend(checkpoint.backend, **options)
+
+
+def run_batch(batch_id: int, *, worker: str = "") -> str:
+    """Generate the batch's missing responses and build the items they complete.
+
+    Returns the batch's final status. Exceptions from the backend propagate (the task decides
+    whether to retry); the batch is left `running` with a lease, which reconcile reclaims.
+    """
+    now = timezone.now()
+    claimed = (
+        GenerationBatch.objects.filter(pk=batch_id)
+        .exclude(status=GenerationBatch.Status.DONE)
+        .update(
+            status=GenerationBatch.Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            error="",
+            worker=worker,
+            lease_until=now + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT),
+        )
+    )
+    batch = GenerationBatch.objects.select_related("checkpoint__system", "study").get(pk=batch_id)
+    if not claimed:
+        return batch.status
+    study, checkpoint = batch.study, batch.checkpoint
+    have = set(
+        Response.objects.filter(
+            checkpoint=checkpoint, sampling_key=batch.sampling_key, context_id__in=batch.context_ids
+        ).values_list("context_id", flat=True)
+    )
+    contexts = list(
+        EvalContext.objects.filter(pk__in=batch.context_ids).exclude(pk__in=have).order_by("pk")
+    )
+    if contexts:
+        params = sampling_params(study.sampling)
+        requests = [
+            GenerationRequest(
+                messages=to_messages(
+                    [Turn.from_dict(t) for t in c.history], care=checkpoint.reasoning
+                ),
+                sampling=params,
+                seed=_seed(study, c.pk),
+            )
+            for c in contexts
+        ]
+        backend = backend_for(checkpoint)
+        started = time.perf_counter()
+        generations = backend.generate(requests)
+        log.info(
+            "batch %s: %d responses from %s in %.2fs",
+            batch_id,
+            len(generations),
+            checkpoint.label,
+            time.perf_counter() - started,
+        )
+        rows = [
+            _response_row(checkpoint, batch.sampling_key, c, r, g, backend, params)
+            for c, r, g in zip(contexts, requests, generations, strict=True)
+        ]
+        Response.objects.bulk_create(rows, ignore_conflicts=True)
+    GenerationBatch.objects.filter(pk=batch_id).update(
+        status=GenerationBatch.Status.DONE, finished_at=timezone.now(), lease_until=None
+    )
+    build_items(study)
+    finish_if_generated(study)
+    return GenerationBatch.Status.DONE
+
+
+def _response_row(checkpoint, key, context, request, generation, backend, params) -> Response:
+    parsed = parse_care_output(generation.text)
+    usable = parsed.response is not None and bool(parsed.response.strip())
+    return Response(
+        checkpoint=checkpoint,
+        context=context,
+        sampling_key=key,
+        text=parsed.response or "",
+        reasoning=parsed.reasoning or "",
+        raw_output=generation.text,
+        parse_status=parsed.status,
+        strategy=parsed.strategy or "",
+        usable=usable,
+        provenance={
+            "checkpoint": checkpoint.label,
+            "checkpoint_id": checkpoint.pk,
+            "lineage": [c.label for c in _ancestors(checkpoint)],
+            "backend": backend.name,
+            "backend_version": backend.version,
+            "sampling": params.to_dict(),
+            "seed": request.seed,
+            "prompt_hash": prompt_hash(request.messages),
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+            "finish_reason": generation.finish_reason,
+            "seconds": generation.seconds,
+            "generated_at": timezone.now().isoformat(),
+        },
+    )
+
+
+def _ancestors(checkpoint: Checkpoint) -> list[Checkpoint]:
+    chain, seen = [], set()
+    node = checkpoint
+    while node is not None and node.pk not in seen:
+        chain.append(node)
+        seen.add(node.pk)
+        node = node.parent
+    return chain
+
+
+def mark_failed(batch_id: int, error: str) -> None:
+    GenerationBatch.objects.filter(pk=batch_id).update(
+        status=GenerationBatch.Status.FAILED,
+        error=error[:4000],
+        finished_at=timezone.now(),
+        lease_until=None,
+    )
+
+
+def finish_if_generated(study: Study) -> None:
+    """A generating study opens for annotation when no batch is pending or running."""
+    if study.status != Study.Status.GENERATING:
+        return
+    if not GenerationBatch.objects.filter(study=study, status__in=ACTIVE).exists():
+        Study.objects.filter(pk=study.pk, status=Study.Status.GENERATING).update(
+            status=Study.Status.OPEN
+        )
+
+
+def retry_batches(batch_ids) -> list[int]:
+    """Put failed batches back in the queue (the admin action and the API call this)."""
+    ids = list(
+        GenerationBatch.objects.filter(
+            pk__in=batch_ids, status=GenerationBatch.Status.FAILED
+        ).values_list("pk", flat=True)
+    )
+    GenerationBatch.objects.filter(pk__in=ids).update(
+        status=GenerationBatch.Status.PENDING, error="", enqueued_at=None
+    )
+    Study.objects.filter(batches__pk__in=ids, status=Study.Status.OPEN).update(
+        status=Study.Status.GENERATING
+    )
+    transaction.on_commit(lambda: enqueue(ids))
+    return ids
+
+
+def reconcile(*, now=None, worker: str = "", pending_grace: int | None = None) -> list[int]:
+    """Re-enqueue work that has no live task: the database, not the broker, is the truth.
+
+    - pending batches never enqueued, or enqueued longer than `pending_grace` seconds ago;
+    - running batches whose lease ran out (their worker died or hung);
+    - running batches claimed by `worker`, when that worker has just (re)started.
+    Running a batch twice is harmless, so erring towards re-enqueueing is safe.
+    """
+    now = now or timezone.now()
+    grace = settings.CELERY_VISIBILITY_TIMEOUT if pending_grace is None else pending_grace
+    stale = Q(status=GenerationBatch.Status.PENDING) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=grace))
+    )
+    stale |= Q(status=GenerationBatch.Status.RUNNING, lease_until__lt=now)
+    if worker:
+        stale |= Q(status=GenerationBatch.Status.RUNNING, worker=worker)
+    ids = list(GenerationBatch.objects.filter(stale).values_list("pk", flat=True))
+    if ids:
+        GenerationBatch.objects.filter(pk__in=ids).update(
+            status=GenerationBatch.Status.PENDING, lease_until=None
+        )
+        log.warning("reconcile: re-enqueueing %d batches %s", len(ids), ids[:20])
+        enqueue(ids)
+    return ids
+
+
+def generation_progress(study: Study) -> dict:
+    """Generated out of needed, failures with their errors, and an ETA in seconds."""
+    checkpoints = [c for c in study_checkpoints(study) if c.backend != "static"]
+    key = sampling_key(study.sampling)
+    n_contexts = study.contexts.count()
+    needed = n_contexts * len(checkpoints)
+    responses = Response.objects.filter(
+        checkpoint__in=checkpoints, sampling_key=key, context__studies=study
+    )
+    counts = responses.aggregate(n=Count("pk"), unusable=Count("pk", filter=Q(usable=False)))
+    batches = GenerationBatch.objects.filter(study=study)
+    failed = list(
+        batches.filter(status=GenerationBatch.Status.FAILED).values("pk", "checkpoint_id", "error")
+    )
+    remaining = batches.filter(status__in=ACTIVE).count()
+    avg = batches.filter(status=GenerationBatch.Status.DONE, started_at__isnull=False).aggregate(
+        d=Avg(F("finished_at") - F("started_at"))
+    )["d"]
+    eta = avg.total_seconds() * remaining if (avg is not None and remaining) else None
+    return {
+        "generated": counts["n"],
+        "needed": needed,
+        "unusable": counts["unusable"],
+        "batches_remaining": remaining,
+        "failed": failed,
+        "eta_seconds": eta,
+    }

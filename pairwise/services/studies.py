@@ -1,0 +1,219 @@
+"""Study life cycle: create, open (generate, then build items), close, re-queue a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import Count, Q
+
+from pairwise.models import Checkpoint, Comparison, ComparisonItem, EvalContext, Response, Study
+from pairwise.services import generation
+from pairwise.services.items import add_gold_items, build_items
+from pairwise.services.sampling import sampling_key, sampling_params
+
+log = logging.getLogger(__name__)
+
+
+class StudyError(ValueError):
+    """Bad input for a study operation; the message names the field."""
+
+
+def latest_checkpoint(system_name: str) -> Checkpoint:
+    checkpoint = Checkpoint.objects.filter(system__name=system_name).order_by("-version").first()
+    if checkpoint is None:
+        raise StudyError(f"system: no checkpoint registered for {system_name!r}")
+    return checkpoint
+
+
+def check_study(
+    name: str,
+    pairs: list[tuple[Checkpoint, Checkpoint]],
+    criteria: list[str],
+    overlap_k: int,
+    sampling: dict | None,
+    gold_share: float,
+) -> None:
+    if not name or not name.strip():
+        raise StudyError("name: required")
+    if Study.objects.filter(name=name).exists():
+        raise StudyError(f"name: a study called {name!r} exists already")
+    if not pairs:
+        raise StudyError("comparisons: give at least one pair of checkpoints")
+    for a, b in pairs:
+        if a.pk == b.pk:
+            raise StudyError(f"comparisons: {a.label} is compared with itself")
+    if not criteria or len(set(criteria)) != len(criteria):
+        raise StudyError("criteria: give a non-empty list of distinct names")
+    if overlap_k < 1:
+        raise StudyError("overlap_k: must be at least 1")
+    if not 0 <= gold_share <= 0.5:
+        raise StudyError("gold_share: must be between 0 and 0.5")
+    try:
+        sampling_params(sampling)
+    except ValueError as exc:
+        raise StudyError(str(exc)) from exc
+
+
+def create_study(
+    name: str,
+    *,
+    contexts: Iterable[EvalContext],
+    pairs: list[tuple[Checkpoint, Checkpoint]],
+    criteria: list[str] | None = None,
+    overlap_k: int = 3,
+    guidelines: str = "",
+    sampling: dict | None = None,
+    quota_per_annotator: int | None = None,
+    gold_share: float = 0.0,
+    seed: int = 13,
+    created_by=None,
+) -> Study:
+    """Create a draft study comparing each (A, B) pair of checkpoints on the contexts."""
+    from pairwise.models import DEFAULT_CRITERIA
+
+    criteria = list(criteria or DEFAULT_CRITERIA)
+    check_study(name, pairs, criteria, overlap_k, sampling, gold_share)
+    with transaction.atomic():
+        study = Study.objects.create(
+            name=name,
+            criteria=criteria,
+            overlap_k=overlap_k,
+            guidelines=guidelines,
+            sampling=sampling_params(sampling).to_dict(),
+            quota_per_annotator=quota_per_annotator,
+            gold_share=gold_share,
+            seed=seed,
+            created_by=created_by,
+        )
+        study.contexts.set(list(contexts))
+        for a, b in pairs:
+            Comparison.objects.create(study=study, checkpoint_a=a, checkpoint_b=b)
+    log.info("created study %s (%s)", study.pk, name)
+    return study
+
+
+def open_study(study: Study, *, gold_items: int | None = None) -> dict:
+    """Queue the generation of every missing response; items appear as pairs complete."""
+    if study.status == Study.Status.CLOSED:
+        raise StudyError(f"status: study {study.name!r} is closed")
+    if gold_items is None:
+        gold_items = round(study.gold_share * study.contexts.count())
+    gold = add_gold_items(study, gold_items) if gold_items else 0
+    batches = generation.queue_study(study)
+    made = build_items(study)
+    study.refresh_from_db()
+    if not batches and study.status in (Study.Status.DRAFT, Study.Status.GENERATING):
+        study.status = Study.Status.OPEN
+        study.save(update_fields=["status"])
+    return {"batches": len(batches), "items": made, "gold_items": gold}
+
+
+def close_study(study: Study) -> None:
+    study.status = Study.Status.CLOSED
+    study.save(update_fields=["status"])
+
+
+def reopen_study(study: Study) -> None:
+    study.status = Study.Status.OPEN
+    study.save(update_fields=["status"])
+
+
+def requeue(study: Study, checkpoint: Checkpoint) -> dict:
+    """Bring a new checkpoint into a study against the same opponents.
+
+    A checkpoint of a system on the A side is compared with each baseline (B) checkpoint; one of
+    a system on the B side, with each A checkpoint. Only missing responses are generated; no
+    existing comparison, item or judgment is touched. Running it twice does nothing the second time.
+    """
+    existing = list(study.comparisons.select_related("checkpoint_a", "checkpoint_b"))
+    a_systems = {c.checkpoint_a.system_id for c in existing}
+    b_systems = {c.checkpoint_b.system_id for c in existing}
+    pairs: list[tuple[Checkpoint, Checkpoint]] = []
+    if checkpoint.system_id in a_systems:
+        opponents = _latest_per_system(
+            c.checkpoint_b for c in existing if c.checkpoint_a.system_id == checkpoint.system_id
+        )
+        pairs = [(checkpoint, b) for b in opponents]
+    elif checkpoint.system_id in b_systems:
+        opponents = _latest_per_system(
+            c.checkpoint_a for c in existing if c.checkpoint_b.system_id == checkpoint.system_id
+        )
+        pairs = [(a, checkpoint) for a in opponents]
+    else:
+        raise StudyError(
+            f"checkpoint: {checkpoint.label} belongs to no system in study {study.name!r}"
+        )
+    added = 0
+    with transaction.atomic():
+        for a, b in pairs:
+            if a.pk == b.pk:
+                continue
+            _, created = Comparison.objects.get_or_create(
+                study=study, checkpoint_a=a, checkpoint_b=b
+            )
+            added += created
+    batches = generation.queue_study(study)
+    items = build_items(study)
+    log.info(
+        "study %s: re-queued %s (%d comparisons, %d batches)",
+        study.pk,
+        checkpoint,
+        added,
+        len(batches),
+    )
+    return {"comparisons_added": added, "batches": len(batches), "items": items}
+
+
+def _latest_per_system(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
+    best: dict[int, Checkpoint] = {}
+    for c in checkpoints:
+        if c.system_id not in best or c.version > best[c.system_id].version:
+            best[c.system_id] = c
+    return sorted(best.values(), key=lambda c: (c.system.name, c.version))
+
+
+def study_overview(study: Study) -> dict:
+    """Progress for researchers and the admin: items complete of total, counts per annotator."""
+    items = ComparisonItem.objects.filter(study=study, is_gold=False)
+    totals = items.aggregate(
+        total=Count("pk"), complete=Count("pk", filter=Q(judgment_count__gte=study.overlap_k))
+    )
+    per_annotator = list(
+        study.items.filter(judgments__isnull=False)
+        .values("judgments__annotator__username")
+        .annotate(n=Count("judgments"))
+        .order_by("judgments__annotator__username")
+    )
+    per_comparison = [
+        {
+            "comparison": str(c),
+            "items": c.n,
+            "complete": c.done,
+        }
+        for c in study.comparisons.select_related(
+            "checkpoint_a__system", "checkpoint_b__system"
+        ).annotate(
+            n=Count("items"),
+            done=Count("items", filter=Q(items__judgment_count__gte=study.overlap_k)),
+        )
+    ]
+    key = sampling_key(study.sampling)
+    unusable = Response.objects.filter(
+        sampling_key=key,
+        usable=False,
+        context__studies=study,
+        checkpoint__in=generation.study_checkpoints(study),
+    ).count()
+    return {
+        "items_total": totals["total"],
+        "items_complete": totals["complete"],
+        "per_annotator": [
+            {"annotator": r["judgments__annotator__username"], "judgments": r["n"]}
+            for r in per_annotator
+        ],
+        "per_comparison": per_comparison,
+        "unusable_responses": unusable,
+        "gold_items": study.items.filter(is_gold=True).count(),
+    }

@@ -1,0 +1,192 @@
+"""The allocator: overlap k, distinct annotators, leases, quota, gold items, query counts."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from pairwise.models import ComparisonItem, Judgment, Lease, Study
+from pairwise.services import allocation
+from pairwise.services.items import add_gold_items
+from tests.factories import make_study
+
+pytestmark = pytest.mark.django_db
+
+ALL_LEFT = {c: "left" for c in ["Fluency", "Identification", "Comforting", "Suggestion", "Overall"]}
+
+
+def judge_all(study, user, choices=None):
+    n = 0
+    while (item := allocation.next_item(study, user)) is not None:
+        allocation.submit(study, user, item.public_id, choices or ALL_LEFT, seconds=5)
+        n += 1
+    return n
+
+
+def test_each_item_ends_with_exactly_k_distinct_annotators(annotators):
+    study, _, _ = make_study(n_contexts=5, systems=("CARE", "ESConv", "AugESC"), k=3)
+    assert study.items.count() == 10
+    for user in annotators:
+        judge_all(study, user)
+    for item in study.items.all():
+        users = list(item.judgments.values_list("annotator_id", flat=True))
+        assert len(users) == 3 == len(set(users)) == item.judgment_count
+    assert Judgment.objects.count() == 30
+    assert not Lease.objects.exists()
+
+
+def test_fewest_judgments_first_and_never_the_same_item_twice(annotators):
+    study, _, _ = make_study(n_contexts=4, k=2)
+    a, b = annotators[:2]
+    first = allocation.next_item(study, a)
+    allocation.submit(study, a, first.public_id, ALL_LEFT)
+    # b gets an item nobody has judged before the one a judged
+    second = allocation.next_item(study, b)
+    assert second.public_id != first.public_id
+    seen = {first.public_id}
+    while (item := allocation.next_item(study, a)) is not None:
+        assert item.public_id not in seen
+        seen.add(item.public_id)
+        allocation.submit(study, a, item.public_id, ALL_LEFT)
+    assert len(seen) == 4
+
+
+def test_a_held_lease_is_returned_again_until_judged(annotators):
+    study, _, _ = make_study(n_contexts=3)
+    user = annotators[0]
+    item = allocation.next_item(study, user)
+    assert allocation.next_item(study, user).pk == item.pk
+    assert Lease.objects.filter(annotator=user).count() == 1
+
+
+def test_live_leases_count_against_capacity(annotators):
+    study, _, _ = make_study(n_contexts=1, k=2)  # one item
+    a, b, c = annotators[:3]
+    assert allocation.next_item(study, a) is not None
+    assert allocation.next_item(study, b) is not None
+    assert allocation.next_item(study, c) is None  # 2 live leases fill k=2
+
+
+def test_expired_leases_are_reclaimed(annotators):
+    study, _, _ = make_study(n_contexts=1, k=1)
+    a, b = annotators[:2]
+    item = allocation.next_item(study, a)
+    assert allocation.next_item(study, b) is None
+    Lease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert allocation.next_item(study, b).pk == item.pk
+    # a's late answer is refused with a clear message, and b's stands
+    with pytest.raises(allocation.LeaseExpired, match="ran out"):
+        allocation.submit(study, a, item.public_id, ALL_LEFT)
+    allocation.submit(study, b, item.public_id, ALL_LEFT)
+    item.refresh_from_db()
+    assert item.judgment_count == 1
+    assert allocation.reclaim_expired() == 0
+
+
+def test_submit_is_idempotent(annotators):
+    study, _, _ = make_study(n_contexts=2)
+    user = annotators[0]
+    item = allocation.next_item(study, user)
+    first, created = allocation.submit(study, user, item.public_id, ALL_LEFT)
+    again, created_again = allocation.submit(study, user, item.public_id, ALL_LEFT)
+    assert created and not created_again and first.pk == again.pk
+    item.refresh_from_db()
+    assert item.judgment_count == 1
+
+
+@pytest.mark.parametrize(
+    "choices, field",
+    [
+        ({**ALL_LEFT, "Overall": "maybe"}, "choices.Overall"),
+        ({k: v for k, v in ALL_LEFT.items() if k != "Fluency"}, "choices.Fluency"),
+        ({**ALL_LEFT, "Empathy": "left"}, "choices"),
+    ],
+)
+def test_invalid_choices_name_the_field_and_store_nothing(annotators, choices, field):
+    study, _, _ = make_study(n_contexts=1)
+    user = annotators[0]
+    item = allocation.next_item(study, user)
+    with pytest.raises(allocation.InvalidJudgment) as exc:
+        allocation.submit(study, user, item.public_id, choices)
+    assert exc.value.field == field
+    assert not Judgment.objects.exists()
+    assert Lease.objects.filter(annotator=user).exists()  # still theirs to finish
+
+
+def test_cannot_judge_needs_a_reason(annotators):
+    study, _, _ = make_study(n_contexts=1)
+    user = annotators[0]
+    item = allocation.next_item(study, user)
+    with pytest.raises(allocation.InvalidJudgment, match="reason"):
+        allocation.submit(study, user, item.public_id, {}, cannot_judge=True)
+    judgment, _ = allocation.submit(
+        study, user, item.public_id, {}, cannot_judge=True, cannot_judge_reason="not English"
+    )
+    assert judgment.cannot_judge and judgment.choices == {}
+
+
+def test_quota_limits_each_annotator(annotators):
+    study, _, _ = make_study(n_contexts=6, quota_per_annotator=2)
+    assert judge_all(study, annotators[0]) == 2
+    progress = allocation.progress(study, annotators[0])
+    assert (progress.done, progress.total, progress.finished) == (2, 2, True)
+
+
+def test_progress_counts_done_of_available(annotators):
+    study, _, _ = make_study(n_contexts=4, k=1)
+    a, b = annotators[:2]
+    assert allocation.progress(study, a).total == 4
+    item = allocation.next_item(study, b)
+    allocation.submit(study, b, item.public_id, ALL_LEFT)
+    assert (allocation.progress(study, a).done, allocation.progress(study, a).total) == (0, 3)
+
+
+def test_closed_study_hands_out_nothing(annotators):
+    study, _, _ = make_study(n_contexts=1, status=Study.Status.CLOSED)
+    with pytest.raises(allocation.StudyNotOpen):
+        allocation.next_item(study, annotators[0])
+
+
+def test_gold_items_are_mixed_in_at_the_study_share(annotators):
+    study, _, _ = make_study(n_contexts=10, k=1, gold_share=0.25)
+    assert add_gold_items(study, 4) == 4
+    user = annotators[0]
+    seen_gold = 0
+    for _ in range(8):
+        item = allocation.next_item(study, user)
+        seen_gold += item.is_gold
+        allocation.submit(study, user, item.public_id, ALL_LEFT)
+    assert seen_gold == 2  # 25% of 8, deterministic
+    gold = ComparisonItem.objects.filter(study=study, is_gold=True)
+    # the good reply (the human reference) is on the expected side
+    for item in gold:
+        expected = item.left if item.gold_expected == "left" else item.right
+        assert expected.text == item.context.gold_response
+
+
+def test_left_right_is_balanced_within_each_comparison():
+    study, _, _ = make_study(n_contexts=25, systems=("CARE", "ESConv", "AugESC", "ExTES"))
+    for comparison in study.comparisons.all():
+        left = comparison.items.filter(a_on_left=True).count()
+        right = comparison.items.filter(a_on_left=False).count()
+        assert left + right == 25 and abs(left - right) <= 1
+    sides = list(study.items.order_by("pk").values_list("a_on_left", flat=True))
+    assert sides != sorted(sides)  # random, not all one way then the other
+
+
+def _one_round(study, user):
+    item = allocation.next_item(study, user)
+    allocation.submit(study, user, item.public_id, ALL_LEFT)
+
+
+@pytest.mark.parametrize("n_contexts", [3, 40])
+def test_query_count_does_not_grow_with_study_size(
+    django_assert_max_num_queries, annotators, n_contexts
+):
+    study, _, _ = make_study(n_contexts=n_contexts, systems=("CARE", "ESConv", "AugESC"))
+    user = annotators[0]
+    _one_round(study, user)  # warm caches (content types, groups)
+    with django_assert_max_num_queries(9):
+        item = allocation.next_item(study, user)
+    with django_assert_max_num_queries(9):
+        allocation.submit(study, user, item.public_id, ALL_LEFT)

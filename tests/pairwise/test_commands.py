@@ -1,0 +1,140 @@
+"""Management commands: import_contexts, register_checkpoint, invite_annotators, requeue."""
+
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from pairwise.models import Checkpoint, EvalContext
+from training.lineage import write_lineage
+
+pytestmark = pytest.mark.django_db
+ESCONV = Path(settings.EVALSITE_DATA_DIR) / "esconv" / "test.jsonl"
+
+
+@pytest.mark.skipif(not ESCONV.exists(), reason=f"ESConv not at {ESCONV}")
+def test_import_contexts_is_idempotent_and_matches_the_dataset(capsys):
+    call_command(
+        "import_contexts",
+        "--dataset",
+        "esconv",
+        "--split",
+        "test",
+        "--n",
+        "20",
+        "--seed",
+        "13",
+        "--window",
+        "6",
+    )
+    assert EvalContext.objects.count() == 20
+    first = list(EvalContext.objects.order_by("pk").values_list("dialogue_id", "turn_index"))
+    call_command(
+        "import_contexts",
+        "--dataset",
+        "esconv",
+        "--split",
+        "test",
+        "--n",
+        "20",
+        "--seed",
+        "13",
+        "--window",
+        "6",
+    )
+    assert "0 new, 20 already present" in capsys.readouterr().out
+    assert (
+        list(EvalContext.objects.order_by("pk").values_list("dialogue_id", "turn_index")) == first
+    )
+    ctx = EvalContext.objects.first()
+    assert 1 <= len(ctx.history) <= 6 and ctx.gold_response and ctx.gold_strategy
+    assert ctx.dialogue_id.startswith("esconv/test/")
+    assert len({c.dialogue_id for c in EvalContext.objects.all()}) == 20  # varied dialogues
+    # the gold response is the supporter's real next turn
+    line = int(ctx.dialogue_id.rsplit("/", 1)[1])
+    record = json.loads(ESCONV.read_text().splitlines()[line])
+    assert record["dialog"][ctx.turn_index]["text"] == ctx.gold_response
+
+
+def test_import_contexts_bad_input_changes_nothing(tmp_path):
+    with pytest.raises(CommandError, match="EVALSITE_DATA_DIR"):
+        call_command("import_contexts", "--data-dir", str(tmp_path), "--n", "5")
+    bad = tmp_path / "esconv"
+    bad.mkdir()
+    (bad / "test.jsonl").write_text('{"dialog": [}\n')
+    with pytest.raises(CommandError, match="line 1"):
+        call_command("import_contexts", "--data-dir", str(tmp_path), "--n", "5")
+    assert not EvalContext.objects.exists()
+
+
+def _checkpoint_folder(root: Path, name: str, *, parent: Path | None = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    write_lineage(
+        folder,
+        system="CARE-SFT-RL",
+        config={"care": True},
+        parent={"path": str(parent), "lineage_sha256": None} if parent else None,
+        metrics={"train_loss": 1.5},
+    )
+    return folder
+
+
+def test_register_checkpoint_reads_lineage_and_links_the_parent(tmp_path, capsys):
+    first = _checkpoint_folder(tmp_path, "v1")
+    second = _checkpoint_folder(tmp_path, "v2", parent=first)
+    call_command("register_checkpoint", str(first))
+    call_command("register_checkpoint", str(second))
+    a, b = Checkpoint.objects.order_by("version")
+    assert (a.label, b.label) == ("CARE-SFT-RL v1", "CARE-SFT-RL v2")
+    assert b.parent == a and b.reasoning and b.metrics == {"train_loss": 1.5}
+    assert "parent CARE-SFT-RL v1" in capsys.readouterr().out
+
+
+def test_register_checkpoint_errors_register_nothing(tmp_path):
+    with pytest.raises(CommandError, match="no checkpoint folder"):
+        call_command("register_checkpoint", str(tmp_path / "missing"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CommandError, match="config.json is unreadable"):
+        call_command("register_checkpoint", str(broken))
+    no_lineage = tmp_path / "nolineage"
+    no_lineage.mkdir()
+    (no_lineage / "config.json").write_text("{}")
+    with pytest.raises(CommandError, match="lineage.json"):
+        call_command("register_checkpoint", str(no_lineage))
+    good = _checkpoint_folder(tmp_path, "good")
+    call_command("register_checkpoint", str(good))
+    with pytest.raises(CommandError, match="already registered"):
+        call_command("register_checkpoint", str(good))
+    other = _checkpoint_folder(tmp_path, "other")
+    with pytest.raises(CommandError, match="v1 exists already"):
+        call_command("register_checkpoint", str(other), "--as-version", "1")
+    assert Checkpoint.objects.count() == 1
+
+
+def test_registered_checkpoints_are_immutable(tmp_path):
+    from django.core.exceptions import ValidationError
+
+    call_command("register_checkpoint", str(_checkpoint_folder(tmp_path, "x")))
+    checkpoint = Checkpoint.objects.get()
+    checkpoint.path = "/elsewhere"
+    with pytest.raises(ValidationError, match="immutable"):
+        checkpoint.save()
+
+
+def test_invite_annotators_prints_one_time_passwords(capsys):
+    call_command("invite_annotators", "alice", "bob")
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(n, r) for n, r, _ in lines] == [("alice", "annotator"), ("bob", "annotator")]
+    user = get_user_model().objects.get(username="alice")
+    assert user.check_password(lines[0][2])
+    assert list(user.groups.values_list("name", flat=True)) == ["annotator"]
+    call_command("invite_annotators", "alice")
+    assert "exists" in capsys.readouterr().out
+    assert user.check_password(lines[0][2])  # not reset without --reset

@@ -1,0 +1,140 @@
+"""The generation pipeline with the fake backend, tasks run eagerly (real workers: integration)."""
+
+import pytest
+from django.db import transaction
+
+from pairwise.models import ComparisonItem, GenerationBatch, Response, Study
+from pairwise.services import generation, studies
+from pairwise.tasks import generate_batch
+from tests.factories import CheckpointFactory, EvalContextFactory, SystemFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _study(n=5, *, care_config=None, batch_size=2):
+    care = CheckpointFactory(
+        system=SystemFactory(name="CARE"), reasoning=True, backend_config=care_config or {}
+    )
+    esconv = CheckpointFactory(system=SystemFactory(name="ESConv"))
+    contexts = [EvalContextFactory() for _ in range(n)]
+    study = studies.create_study(
+        "gen",
+        contexts=contexts,
+        pairs=[(care, esconv)],
+        sampling={"temperature": 0.7, "max_new_tokens": 32},
+    )
+    return study, care, esconv, contexts
+
+
+def test_open_generates_every_response_and_builds_balanced_items(settings):
+    settings.GENERATION_BATCH_SIZE = 2
+    study, care, esconv, _ = _study(5)
+    result = studies.open_study(study)
+    assert result["batches"] == 6  # 2 checkpoints x ceil(5 / 2)
+    study.refresh_from_db()
+    assert study.status == Study.Status.OPEN
+    assert Response.objects.count() == 10
+    care_responses = Response.objects.filter(checkpoint=care)
+    assert all(r.parse_status == "complete" and r.reasoning and r.usable for r in care_responses)
+    assert all("<think>" not in r.text for r in care_responses)  # only the reply is shown
+    assert set(
+        Response.objects.filter(checkpoint=esconv).values_list("parse_status", flat=True)
+    ) == {"no_reasoning"}
+    r = care_responses.first()
+    for key in (
+        "backend",
+        "backend_version",
+        "sampling",
+        "seed",
+        "prompt_hash",
+        "prompt_tokens",
+        "completion_tokens",
+        "lineage",
+        "generated_at",
+    ):
+        assert key in r.provenance, key
+    assert r.provenance["lineage"] == [f"CARE v{care.version}"]
+    items = ComparisonItem.objects.filter(study=study)
+    assert items.count() == 5
+    left = items.filter(a_on_left=True).count()
+    assert abs(left - (5 - left)) <= 1
+    progress = generation.generation_progress(study)
+    assert (progress["generated"], progress["needed"], progress["batches_remaining"]) == (10, 10, 0)
+
+
+def test_running_a_batch_twice_is_a_no_op():
+    study, *_ = _study(3)
+    studies.open_study(study)
+    before = list(Response.objects.order_by("pk").values_list("pk", "text"))
+    for batch in GenerationBatch.objects.all():
+        GenerationBatch.objects.filter(pk=batch.pk).update(status="pending")
+        generate_batch.delay(batch.pk)
+    assert list(Response.objects.order_by("pk").values_list("pk", "text")) == before
+    assert ComparisonItem.objects.count() == 3
+
+
+def test_requeue_and_reopen_queue_nothing_new():
+    study, *_ = _study(3)
+    studies.open_study(study)
+    assert generation.queue_study(study) == []
+    assert studies.open_study(study)["batches"] == 0
+
+
+def test_malformed_outputs_are_kept_marked_and_left_out_of_items(settings):
+    settings.GENERATION_BATCH_SIZE = 20
+    study, care, *_ = _study(20, care_config={"malformed_rate": 1.0})
+    studies.open_study(study)
+    care_rows = Response.objects.filter(checkpoint=care)
+    assert care_rows.count() == 20 and all(r.raw_output for r in care_rows)
+    statuses = set(care_rows.values_list("parse_status", flat=True))
+    assert "complete" not in statuses and "malformed" in statuses
+    # a chain with a missing or misplaced node still has a clean reply; a malformed one has none
+    unusable = care_rows.filter(usable=False)
+    assert unusable.exists()
+    assert set(unusable.values_list("parse_status", flat=True)) == {"malformed"}
+    assert not unusable.exclude(text="").exists()
+    usable_contexts = set(care_rows.filter(usable=True).values_list("context_id", flat=True))
+    item_contexts = set(
+        ComparisonItem.objects.filter(study=study).values_list("context_id", flat=True)
+    )
+    assert item_contexts == usable_contexts
+    assert studies.study_overview(study)["unusable_responses"] == unusable.count()
+
+
+def test_permanent_failure_is_recorded_and_can_be_retried():
+    study, care, *_ = _study(2, care_config={"fail_every": 1, "fail_permanently": True})
+    studies.open_study(study)
+    failed = GenerationBatch.objects.filter(checkpoint=care, status="failed")
+    assert failed.count() == 1 and "BackendError" in failed.get().error
+    progress = generation.generation_progress(study)
+    assert progress["failed"] and progress["failed"][0]["error"]
+    study.refresh_from_db()
+    assert study.status == Study.Status.OPEN  # nothing left running; failures shown
+    # a retry runs the batch again (this backend fails every time, so it fails again)
+    batch_id = failed.get().pk
+    assert generation.retry_batches([batch_id]) == [batch_id]
+    batch = GenerationBatch.objects.get(pk=batch_id)
+    assert (batch.status, batch.attempts) == ("failed", 2)
+
+
+def test_reconcile_requeues_lost_and_orphaned_batches():
+    study, *_ = _study(2)
+    with transaction.atomic():
+        # queue without the message (as if the broker lost it): enqueue is patched out
+        batch = GenerationBatch.objects.create(
+            study=study,
+            checkpoint=study.comparisons.get().checkpoint_a,
+            sampling_key="x",
+            context_ids=[],
+        )
+    orphan = GenerationBatch.objects.create(
+        study=study,
+        checkpoint=batch.checkpoint,
+        sampling_key="x",
+        context_ids=[],
+        status="running",
+        worker="generation@host",
+    )
+    requeued = generation.reconcile(worker="generation@host")
+    assert set(requeued) == {batch.pk, orphan.pk}
+    assert set(GenerationBatch.objects.values_list("status", flat=True)) == {"done"}
