@@ -126,3 +126,22 @@ def test_pandalm_imported_as_outside_data_reproduces_the_published_numbers():
     client.force_login(researcher(username="pandalm-res"))
     page = client.get(f"/studies/{study.pk}/results/")
     assert page.status_code == 200 and "Fleiss" in page.content.decode()
+
+
+def test_simulated_judgments_are_marked_in_the_export_and_separate_the_systems():
+    from pairwise.services.simulate import simulate
+
+    study, _, _ = make_study(n_contexts=30, systems=("CARE", "ESConv"), k=3)
+    assert simulate(study, annotators=3, preference=0.9, tie_rate=0.0, agreement=0.9) == 90
+    df = long_dataframe(study)
+    assert df["simulated"].all() and df["annotator"].str.startswith("simulated-").all()
+    summary = study_summary(study, n_boot=100)
+    assert summary["simulated_judgments"] == len(df)
+    overall = next(
+        r
+        for r in summary["preference"]
+        if r["criterion"] == "Overall" and r["denominator"] == "all"
+    )
+    assert overall["win_rate"] > 0.7 and overall["sign_test_p"] < 0.001
+    kappa = next(r for r in summary["agreement"] if r["criterion"] == "Overall")
+    assert kappa["fleiss_kappa"] > 0.3

@@ -1,0 +1,84 @@
+"""Simulated annotators, so a demo's results page has data. Every judgment is marked simulated.
+
+Each item gets a latent outcome for system A (win with probability `preference` among decided
+items, tie with probability `tie_rate`); each simulated annotator reports it with probability
+`agreement`, and otherwise answers uniformly at random. They go through the same allocator as
+people do, so overlap, leases and balance are exercised for real.
+"""
+
+from __future__ import annotations
+
+import random
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from pairwise.models import Study
+from pairwise.roles import ANNOTATOR
+from pairwise.services import allocation
+
+OUTCOMES = ("a", "b", "tie")
+
+
+def simulated_annotators(n: int) -> list:
+    User = get_user_model()
+    group, _ = Group.objects.get_or_create(name=ANNOTATOR)
+    users = []
+    for i in range(1, n + 1):
+        user, created = User.objects.get_or_create(username=f"simulated-{i}")
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        user.groups.add(group)
+        users.append(user)
+    return users
+
+
+def simulate(
+    study: Study,
+    *,
+    annotators: int = 3,
+    preference: float = 0.8,
+    tie_rate: float = 0.1,
+    agreement: float = 0.8,
+    seed: int = 0,
+) -> int:
+    """Fill the study's open items with simulated judgments; returns how many were made."""
+    for name, value in (
+        ("preference", preference),
+        ("tie_rate", tie_rate),
+        ("agreement", agreement),
+    ):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name}: {value} is not between 0 and 1")
+    users = simulated_annotators(annotators)
+    made = 0
+    for user in users:
+        rng = random.Random(f"{seed}:{user.username}")
+        while (item := allocation.next_item(study, user)) is not None:
+            latent = random.Random(f"{seed}:{item.public_id}")
+            if item.is_gold:
+                truth = "a"
+            elif latent.random() < tie_rate:
+                truth = "tie"
+            else:
+                truth = "a" if latent.random() < preference else "b"
+            choices = {}
+            for criterion in study.criteria:
+                outcome = truth if rng.random() < agreement else rng.choice(OUTCOMES)
+                if outcome == "tie":
+                    choices[criterion] = "tie"
+                else:
+                    a_side = "left" if item.a_on_left else "right"
+                    b_side = "right" if item.a_on_left else "left"
+                    choices[criterion] = a_side if outcome == "a" else b_side
+            allocation.submit(
+                study,
+                user,
+                item.public_id,
+                choices,
+                seconds=round(rng.uniform(15, 90), 1),
+                simulated=True,
+            )
+            made += 1
+    return made
