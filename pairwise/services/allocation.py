@@ -125,22 +125,37 @@ def next_item(study: Study, user, *, now=None) -> ComparisonItem | None:
         order = [True, False] if _wants_gold(study, user) else [False]
         for gold in order:
             for pk in _candidates(study, user, now, gold=gold):
-                item = _lock(pk)
-                if item is None:
-                    continue  # another annotator holds its lock right now
-                if not gold:
-                    live = Lease.objects.filter(item=item, expires_at__gt=now).count()
-                    if item.judgment_count + live >= study.overlap_k:
-                        continue
-                Lease.objects.filter(item=item, annotator=user).delete()  # an old expired one
-                Lease.objects.create(
-                    item=item,
-                    annotator=user,
-                    expires_at=now + timedelta(seconds=study.lease_ttl_seconds),
-                )
-                log.info("leased item %s to %s", item.public_id, user.username)
-                return item
+                item = _try_lease(study, user, pk, now)
+                if item is not None:
+                    return item
     return None
+
+
+def _try_lease(study: Study, user, pk: int, now) -> ComparisonItem | None:
+    """Lease item `pk` to `user` if it is free and has room; call inside a transaction."""
+    item = _lock(pk)
+    if item is None:
+        return None  # another annotator holds its lock right now
+    if not item.is_gold:
+        live = Lease.objects.filter(item=item, expires_at__gt=now).exclude(annotator=user).count()
+        if item.judgment_count + live >= study.overlap_k:
+            return None
+    Lease.objects.filter(item=item, annotator=user).delete()  # an old expired one
+    Lease.objects.create(
+        item=item, annotator=user, expires_at=now + timedelta(seconds=study.lease_ttl_seconds)
+    )
+    log.info("leased item %s to %s", item.public_id, user.username)
+    return item
+
+
+def take(study: Study, user, item: ComparisonItem, *, now=None) -> bool:
+    """Lease a given item to `user` if the allocator's rules allow it (simulation, tools)."""
+    if study.status != Study.Status.OPEN:
+        raise StudyNotOpen(f"study {study.name!r} is {study.status}, not open")
+    with transaction.atomic():
+        if Judgment.objects.filter(item=item, annotator=user).exists():
+            return False
+        return _try_lease(study, user, item.pk, now or timezone.now()) is not None
 
 
 def check_judgment(

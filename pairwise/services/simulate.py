@@ -2,8 +2,8 @@
 
 Each item gets a latent outcome for system A (win with probability `preference` among decided
 items, tie with probability `tie_rate`); each simulated annotator reports it with probability
-`agreement`, and otherwise answers uniformly at random. They go through the same allocator as
-people do, so overlap, leases and balance are exercised for real.
+`agreement`, and otherwise answers uniformly at random. They lease and submit through the
+allocator, so overlap k and one-judgment-per-annotator hold as for people.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def simulate(
     tie_rate: float = 0.1,
     agreement: float = 0.8,
     seed: int = 0,
+    share: float = 1.0,
 ) -> int:
     """Fill the study's open items with simulated judgments; returns how many were made."""
     for name, value in (
@@ -52,10 +53,17 @@ def simulate(
         if not 0 <= value <= 1:
             raise ValueError(f"{name}: {value} is not between 0 and 1")
     users = simulated_annotators(annotators)
+    items = [
+        i
+        for i in study.items.order_by("pk")
+        if random.Random(f"{seed}:share:{i.public_id}").random() < share
+    ]
     made = 0
     for user in users:
         rng = random.Random(f"{seed}:{user.username}")
-        while (item := allocation.next_item(study, user)) is not None:
+        for item in items:
+            if not allocation.take(study, user, item):
+                continue
             latent = random.Random(f"{seed}:{item.public_id}")
             if item.is_gold:
                 truth = "a"
@@ -63,15 +71,11 @@ def simulate(
                 truth = "tie"
             else:
                 truth = "a" if latent.random() < preference else "b"
+            a_side, b_side = ("left", "right") if item.a_on_left else ("right", "left")
             choices = {}
             for criterion in study.criteria:
                 outcome = truth if rng.random() < agreement else rng.choice(OUTCOMES)
-                if outcome == "tie":
-                    choices[criterion] = "tie"
-                else:
-                    a_side = "left" if item.a_on_left else "right"
-                    b_side = "right" if item.a_on_left else "left"
-                    choices[criterion] = a_side if outcome == "a" else b_side
+                choices[criterion] = {"a": a_side, "b": b_side, "tie": "tie"}[outcome]
             allocation.submit(
                 study,
                 user,

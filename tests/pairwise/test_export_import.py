@@ -131,8 +131,8 @@ def test_pandalm_imported_as_outside_data_reproduces_the_published_numbers():
 def test_simulated_judgments_are_marked_in_the_export_and_separate_the_systems():
     from pairwise.services.simulate import simulate
 
-    study, _, _ = make_study(n_contexts=30, systems=("CARE", "ESConv"), k=3)
-    assert simulate(study, annotators=3, preference=0.9, tie_rate=0.0, agreement=0.9) == 90
+    study, _, _ = make_study(n_contexts=60, systems=("CARE", "ESConv"), k=3)
+    assert simulate(study, annotators=3, preference=0.75, tie_rate=0.0, agreement=0.95) == 180
     df = long_dataframe(study)
     assert df["simulated"].all() and df["annotator"].str.startswith("simulated-").all()
     summary = study_summary(study, n_boot=100)
@@ -142,6 +142,7 @@ def test_simulated_judgments_are_marked_in_the_export_and_separate_the_systems()
         for r in summary["preference"]
         if r["criterion"] == "Overall" and r["denominator"] == "all"
     )
-    assert overall["win_rate"] > 0.7 and overall["sign_test_p"] < 0.001
+    # expected: win rate ~0.74, Fleiss' kappa ~0.8; the margins hold for any item ids
+    assert overall["win_rate"] > 0.6 and overall["sign_test_p"] < 0.001
     kappa = next(r for r in summary["agreement"] if r["criterion"] == "Overall")
-    assert kappa["fleiss_kappa"] > 0.3
+    assert kappa["fleiss_kappa"] > 0.5

@@ -21,6 +21,12 @@ class Command(BaseCommand):
             help="P(an annotator reports the item's latent outcome)",
         )
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--share",
+            type=float,
+            default=1.0,
+            help="share of items to judge (the rest is left to people)",
+        )
 
     def handle(self, *args, **opts):
         ref = opts["study"]
