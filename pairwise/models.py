@@ -118,6 +118,11 @@ class Study(models.Model):
         CLOSED = "closed", "closed"
 
     name = models.CharField(max_length=200, unique=True)
+    public_title = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="What annotators see instead of the name, which may name systems",
+    )
     guidelines = models.TextField(blank=True, help_text="Markdown, rendered safely")
     criteria = models.JSONField(default=_default_criteria)
     overlap_k = models.PositiveSmallIntegerField(default=3)
@@ -139,6 +144,11 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def annotator_title(self) -> str:
+        """Study names often name the systems compared; annotators see this instead."""
+        return self.public_title or f"Study {self.pk}"
 
 
 class Comparison(models.Model):

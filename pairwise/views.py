@@ -46,7 +46,7 @@ def home(request: HttpRequest) -> HttpResponse:
     if roles.is_researcher(request.user):
         return redirect("study-list")
     _require_annotator(request)
-    studies = Study.objects.filter(status=Study.Status.OPEN).order_by("name")
+    studies = Study.objects.filter(status=Study.Status.OPEN).order_by("pk")
     rows = [(s, allocation.progress(s, request.user)) for s in studies]
     return render(request, "pairwise/home.html", {"rows": rows})
 
@@ -127,7 +127,8 @@ def study_list(request: HttpRequest) -> HttpResponse:
 def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     _require_researcher(request)
     from pairwise.models import Checkpoint
-    from pairwise.services import generation, studies
+    from pairwise.services import generation, scoring, studies
+    from training.metrics import METRIC_KEYS
 
     study = get_object_or_404(Study, pk=study_id)
     return render(
@@ -137,6 +138,8 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
             "study": study,
             "gen": generation.generation_progress(study),
             "overview": studies.study_overview(study),
+            "metric_keys": METRIC_KEYS,
+            "metrics": scoring.study_metrics(study),
             "checkpoints": Checkpoint.objects.select_related("system").filter(system__kind="model"),
         },
     )

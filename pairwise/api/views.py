@@ -54,12 +54,12 @@ class AnnotatorStudiesView(APIView):
     @extend_schema(responses=s.AnnotatorStudySerializer(many=True))
     def get(self, request):
         rows = []
-        for study in Study.objects.filter(status=Study.Status.OPEN).order_by("name"):
+        for study in Study.objects.filter(status=Study.Status.OPEN).order_by("pk"):
             p = allocation.progress(study, request.user)
             rows.append(
                 {
                     "id": study.pk,
-                    "name": study.name,
+                    "name": study.annotator_title,
                     "criteria": study.criteria,
                     "done": p.done,
                     "total": p.total,

@@ -106,7 +106,7 @@ def _wants_gold(study: Study, user) -> bool:
 def next_item(study: Study, user, *, now=None) -> ComparisonItem | None:
     """The item this annotator should judge next, leased to them; None when they are done."""
     if study.status != Study.Status.OPEN:
-        raise StudyNotOpen(f"study {study.name!r} is {study.status}, not open")
+        raise StudyNotOpen(f"study {study.pk} is {study.status}, not open")
     now = now or timezone.now()
     with transaction.atomic():
         held = (
@@ -151,7 +151,7 @@ def _try_lease(study: Study, user, pk: int, now) -> ComparisonItem | None:
 def take(study: Study, user, item: ComparisonItem, *, now=None) -> bool:
     """Lease a given item to `user` if the allocator's rules allow it (simulation, tools)."""
     if study.status != Study.Status.OPEN:
-        raise StudyNotOpen(f"study {study.name!r} is {study.status}, not open")
+        raise StudyNotOpen(f"study {study.pk} is {study.status}, not open")
     with transaction.atomic():
         if Judgment.objects.filter(item=item, annotator=user).exists():
             return False

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import Client
 
-from pairwise.models import Comparison, Response
+from pairwise.models import Comparison, Response, Study
 from pairwise.services import allocation
 from pairwise.services.items import build_items
 from pairwise.services.sampling import sampling_key
@@ -43,6 +43,9 @@ def planted():
                 parse_status="complete",
             )
     build_items(study)
+    # researchers often name a study after its systems; annotators must not see the name
+    Study.objects.filter(pk=study.pk).update(name=f"{SECRETS[0]} vs {SECRETS[1]}")
+    study.refresh_from_db()
     return study, checkpoints
 
 

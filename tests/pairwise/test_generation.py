@@ -138,3 +138,26 @@ def test_reconcile_requeues_lost_and_orphaned_batches():
     requeued = generation.reconcile(worker="generation@host")
     assert set(requeued) == {batch.pk, orphan.pk}
     assert set(GenerationBatch.objects.values_list("status", flat=True)) == {"done"}
+
+
+def test_generated_responses_are_scored_without_generating_again():
+    from django.test import Client
+
+    from pairwise.services.scoring import score_study
+    from tests.factories import researcher
+
+    study, care, esconv, _ = _study(4)
+    studies.open_study(study)
+    n_responses = Response.objects.count()
+    results = score_study(study, bertscore=False)
+    assert Response.objects.count() == n_responses
+    assert set(results) == {care.label, esconv.label}
+    assert results[care.label]["ACC_Stra"] is not None  # CARE states a strategy
+    assert results[esconv.label]["ACC_Stra"] is None  # a baseline does not
+    assert 0 <= results[care.label]["B-1"] <= 100 and results[care.label]["n"] == 4
+    care.refresh_from_db()
+    assert care.metrics["auto"][study.name]["D-1"] == results[care.label]["D-1"]
+    client = Client()
+    client.force_login(researcher(username="score-res"))
+    page = client.get(f"/studies/{study.pk}/").content.decode()
+    assert 'id="metrics-table"' in page and "ACC_Stra" in page
