@@ -57,7 +57,7 @@ def register_checkpoint(
     system_name = system or lineage.get("system")
     if not system_name:
         raise CheckpointError("system: not given, and lineage.json names none")
-    backend = backend or (lineage.get("backend") or {}).get("backend") or "vllm"
+    backend = backend or (lineage.get("backend") or {}).get("backend") or "vllm"  # a hint
     if backend not in BACKENDS:
         raise CheckpointError(f"backend: {backend!r} is not one of {list(BACKENDS)}")
     digest = lineage_sha256(folder)
@@ -68,8 +68,9 @@ def register_checkpoint(
     parent_path = (lineage.get("parent") or {}).get("path")
     if parent_path:
         parent = Checkpoint.objects.filter(path=str(Path(parent_path).resolve())).first()
+    hints = lineage.get("backend") or {}
     config = lineage.get("config") or {}
-    reasoning = bool(lineage.get("reasoning", config.get("care", False)))
+    reasoning = bool(hints.get("reasoning", lineage.get("care", config.get("care", False))))
     with transaction.atomic():
         sys_row, _ = System.objects.get_or_create(name=system_name)
         if version is None:

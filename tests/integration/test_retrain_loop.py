@@ -1,0 +1,146 @@
+"""The researcher's loop on tiny models with a real worker (issue: retrain -> register -> re-queue).
+
+train -> register -> open a study -> generate (vLLM, real worker) -> items -> simulated judgments
+-> retrain -> register -> re-queue; then: only new work happened, no judgment was lost, and the
+statistics tell the two versions apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import site_app_on, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
+VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def _sft(recipe: str, base: Path, out: Path, *extra: str) -> Path:
+    from training import sft
+
+    sft.main(
+        [
+            "--config",
+            str(RECIPES / recipe),
+            "--model_name_or_path",
+            str(base),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            *extra,
+        ]
+    )
+    return out
+
+
+def _judgments() -> set[tuple]:
+    from pairwise.models import Judgment
+
+    return {
+        (pk, item, json.dumps(c, sort_keys=True))
+        for pk, item, c in Judgment.objects.values_list("pk", "item_id", "choices")
+    }
+
+
+def _wait_generated(study, timeout=420):
+    from pairwise.models import GenerationBatch
+
+    def done():
+        active = GenerationBatch.objects.filter(study=study, status__in=["pending", "running"])
+        return not active.exists()
+
+    wait_for(done, timeout, interval=0.5, what="generation batches to finish")
+    failed = GenerationBatch.objects.filter(study=study, status="failed")
+    assert not failed.exists(), list(failed.values_list("error", flat=True))
+
+
+def test_retrain_register_requeue(tmp_path, tiny_model_dir, embedded_broker, workers):
+    from pairwise.models import ComparisonItem, GenerationBatch, Judgment, Response
+    from pairwise.services import export, studies
+    from pairwise.services.checkpoints import register_checkpoint
+    from pairwise.services.simulate import simulate
+    from tests.factories import EvalContextFactory
+    from training import enrich
+
+    # 1-2. train CARE v1 and the ESConv baseline, register them
+    enriched = tmp_path / "care.jsonl"
+    enrich.main(
+        ["--config", str(RECIPES / "enrich_offline.yaml"), "--limit", "16", "--out", str(enriched)]
+    )
+    care1 = _sft(
+        "care_sft_tiny.yaml", tiny_model_dir, tmp_path / "care-v1", "--train_file", str(enriched)
+    )
+    base = _sft("baseline_esconv_tiny.yaml", tiny_model_dir, tmp_path / "esconv", "--limit", "16")
+    v1 = register_checkpoint(care1, system="CARE")
+    baseline = register_checkpoint(base, system="ESConv")
+    assert v1.reasoning and not baseline.reasoning
+
+    with site_app_on(embedded_broker.url):
+        workers.start("gen", embedded_broker.url, env=VLLM_ENV)
+        # 3-5. open a study; the worker generates; items appear
+        contexts = [EvalContextFactory() for _ in range(3)]
+        study = studies.create_study(
+            "loop",
+            contexts=contexts,
+            pairs=[(v1, baseline)],
+            overlap_k=2,
+            sampling={"temperature": 0.7, "max_new_tokens": 16},
+        )
+        studies.open_study(study)
+        _wait_generated(study)
+        study.refresh_from_db()
+        assert study.status == "open"
+        assert Response.objects.filter(provenance__backend="vllm").count() == 6
+        assert ComparisonItem.objects.filter(study=study).count() == 3
+
+        # 6. simulated annotators judge: v1 wins
+        assert simulate(study, annotators=2, preference=1.0, tie_rate=0.0, agreement=1.0) == 6
+        judgments_before = _judgments()
+        responses_before = set(Response.objects.values_list("pk", "text"))
+        batches_before = set(GenerationBatch.objects.values_list("pk", flat=True))
+
+        # 7-9. retrain from v1, register v2 (its parent is v1), re-queue the latest CARE
+        care2 = _sft(
+            "care_sft_tiny.yaml", care1, tmp_path / "care-v2", "--train_file", str(enriched)
+        )
+        v2 = register_checkpoint(care2, system="CARE")
+        assert (v2.version, v2.parent_id) == (2, v1.pk)
+        result = studies.requeue(study, studies.latest_checkpoint("CARE"))
+        assert result["comparisons_added"] == 1 and result["batches"] == 1
+        _wait_generated(study)
+
+    # only new work: the three responses of v2, one new batch, three new items
+    new_batches = GenerationBatch.objects.exclude(pk__in=batches_before)
+    assert list(new_batches.values_list("checkpoint_id", flat=True)) == [v2.pk]
+    assert set(Response.objects.values_list("pk", "text")) - responses_before == set(
+        Response.objects.filter(checkpoint=v2).values_list("pk", "text")
+    )
+    assert Response.objects.filter(checkpoint=v2).count() == 3
+    assert ComparisonItem.objects.filter(study=study).count() == 6
+    # no judgment lost or changed, and each stays tied to the checkpoint it judged
+    assert judgments_before <= _judgments()
+    assert not Judgment.objects.filter(item__response_a__checkpoint=v2).exists()
+
+    # the new version is judged (it loses), and the statistics separate the versions
+    simulate(study, annotators=2, preference=0.0, tie_rate=0.0, agreement=1.0, seed=1)
+    summary = export.study_summary(study, n_boot=50)
+    overall = {
+        r["comparison"]: r["win_rate"]
+        for r in summary["preference"]
+        if r["criterion"] == "Overall" and r["denominator"] == "all"
+    }
+    assert overall == {"CARE v1 vs ESConv v1": 1.0, "CARE v2 vs ESConv v1": 0.0}
+    only_v2 = export.study_summary(study, checkpoint=str(v2.pk), n_boot=50)
+    assert {r["comparison"] for r in only_v2["preference"]} == {"CARE v2 vs ESConv v1"}
+
+    # re-queuing again does nothing
+    assert studies.requeue(study, v2) == {"comparisons_added": 0, "batches": 0, "items": 0}
