@@ -101,17 +101,6 @@ PAPER_ROW_NAME = "CARE (SFT-RL), paper-reported [reference]"
 #: 6-layer encoder it lists (distilbert-base-uncased) the best layer is 5, so we use 5 too.
 DEFAULT_BERTSCORE_LAYERS = 5
 
-# The eight ESConv strategies, used when training.datasets.strategies is not importable.
-_ESCONV_STRATEGIES_FALLBACK = (
-    "Question",
-    "Restatement or Paraphrasing",
-    "Reflection of feelings",
-    "Self-disclosure",
-    "Affirmation and Reassurance",
-    "Providing Suggestions",
-    "Information",
-    "Others",
-)
 _NO_STRATEGY = "<none>"  # stands for a missing prediction: never equal to a gold label
 
 # --------------------------------------------------------------------------------------------
@@ -386,12 +375,10 @@ def weighted_f1(predicted: Sequence[str], gold: Sequence[str]) -> float:
 
 
 def _strategy_normaliser() -> tuple[Callable[[str], str], frozenset[str]]:
-    """The project's strategy normaliser and ESConv label set, or plain stripping."""
-    try:
-        from training.datasets import strategies
-    except ImportError:
-        return str.strip, frozenset(_ESCONV_STRATEGIES_FALLBACK)
-    labels = frozenset(getattr(strategies, "ESCONV_STRATEGIES", _ESCONV_STRATEGIES_FALLBACK))
+    """The project's strategy normaliser and the ESConv label set."""
+    from training.datasets import strategies
+
+    labels = frozenset(strategies.ESCONV_STRATEGIES)
 
     def norm(label: str) -> str:
         try:

@@ -20,6 +20,16 @@ class StudyError(ValueError):
     """Bad input for a study operation; the message names the field."""
 
 
+def find_study(ref: str | int) -> Study:
+    """A study by id or by name; StudyError naming the reference otherwise."""
+    ref = str(ref)
+    study = Study.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
+    study = study or Study.objects.filter(name=ref).first()
+    if study is None:
+        raise StudyError(f"study: no study with id or name {ref!r}")
+    return study
+
+
 def latest_checkpoint(system_name: str) -> Checkpoint:
     checkpoint = Checkpoint.objects.filter(system__name=system_name).order_by("-version").first()
     if checkpoint is None:

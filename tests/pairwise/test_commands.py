@@ -138,3 +138,30 @@ def test_invite_annotators_prints_one_time_passwords(capsys):
     call_command("invite_annotators", "alice")
     assert "exists" in capsys.readouterr().out
     assert user.check_password(lines[0][2])  # not reset without --reset
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requeue_command_adds_only_new_work(capsys):
+    from pairwise.models import Response
+    from pairwise.services import studies
+    from tests.factories import CheckpointFactory, EvalContextFactory, SystemFactory
+
+    care = SystemFactory(name="CARE")
+    v1 = CheckpointFactory(system=care, version=1, reasoning=True)
+    base = CheckpointFactory(system=SystemFactory(name="ESConv"), version=1)
+    study = studies.create_study(
+        "rq", contexts=[EvalContextFactory() for _ in range(3)], pairs=[(v1, base)]
+    )
+    studies.open_study(study)
+    assert Response.objects.count() == 6
+    CheckpointFactory(system=care, version=2, reasoning=True, parent=v1)
+    call_command("requeue", "rq", "--latest", "CARE")
+    assert "CARE v2: 1 new comparisons, 1 generation batches" in capsys.readouterr().out
+    assert Response.objects.count() == 9  # only v2 responses were generated
+    assert study.items.count() == 6  # built as they arrived
+    call_command("requeue", str(study.pk), "--latest", "CARE")
+    assert "0 new comparisons, 0 generation batches, 0 new items" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="no study"):
+        call_command("requeue", "nope", "--latest", "CARE")
+    with pytest.raises(CommandError, match="no checkpoint registered for 'Nope'"):
+        call_command("requeue", "rq", "--latest", "Nope")

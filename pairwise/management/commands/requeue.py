@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from pairwise.models import Checkpoint, Study
+from pairwise.models import Checkpoint
 from pairwise.services import studies
+from pairwise.services.studies import StudyError, find_study
 
 
 class Command(BaseCommand):
@@ -14,11 +15,10 @@ class Command(BaseCommand):
         group.add_argument("--latest", metavar="SYSTEM", help="the latest checkpoint of SYSTEM")
 
     def handle(self, *args, **opts):
-        ref = opts["study"]
-        study = Study.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
-        study = study or Study.objects.filter(name=ref).first()
-        if study is None:
-            raise CommandError(f"study: no study with id or name {ref!r}")
+        try:
+            study = find_study(opts["study"])
+        except StudyError as exc:
+            raise CommandError(str(exc)) from None
         try:
             if opts["checkpoint"]:
                 checkpoint = Checkpoint.objects.filter(pk=opts["checkpoint"]).first()

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from pairwise.models import Study
 from pairwise.services.scoring import score_study
+from pairwise.services.studies import StudyError, find_study
 from training.metrics import METRIC_KEYS
 
 
@@ -15,11 +15,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-bertscore", action="store_true")
 
     def handle(self, *args, **opts):
-        ref = opts["study"]
-        study = Study.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
-        study = study or Study.objects.filter(name=ref).first()
-        if study is None:
-            raise CommandError(f"study: no study with id or name {ref!r}")
+        try:
+            study = find_study(opts["study"])
+        except StudyError as exc:
+            raise CommandError(str(exc)) from None
         results = score_study(study, bertscore=not opts["no_bertscore"])
         self.stdout.write("checkpoint\t" + "\t".join(METRIC_KEYS))
         for label, m in results.items():

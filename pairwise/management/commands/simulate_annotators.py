@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from pairwise.models import Study
 from pairwise.services.simulate import simulate
+from pairwise.services.studies import StudyError, find_study
 
 
 class Command(BaseCommand):
@@ -29,11 +29,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        ref = opts["study"]
-        study = Study.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
-        study = study or Study.objects.filter(name=ref).first()
-        if study is None:
-            raise CommandError(f"study: no study with id or name {ref!r}")
+        try:
+            study = find_study(opts["study"])
+        except StudyError as exc:
+            raise CommandError(str(exc)) from None
         try:
             n = simulate(
                 study,
