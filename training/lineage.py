@@ -1,0 +1,165 @@
+"""``lineage.json``: where a checkpoint came from, so every result can be traced back.
+
+Every checkpoint folder written by ``training.sft`` or ``training.grpo`` (CARE and the baselines)
+carries a ``lineage.json`` with these keys:
+
+``system``        the system name shown in results, e.g. "CARE-SFT", "CARE-SFT-RL", "ESConv"
+``config``        the resolved config (script arguments and trainer arguments)
+``data``          ``{"files": {path: sha256}, "examples_sha256": sha256}``: the dataset file(s)
+                  and the serialised training examples actually used
+``parent``        ``{"path": ..., "lineage_sha256": ... | None}`` or ``None`` for a base model
+``git_commit``    ``git rev-parse HEAD`` of this repository, or "unknown"
+``metrics``       training metrics: final loss, and for GRPO the mean reward per component
+``created_at``    UTC time, ISO 8601
+``backend``       generation hints for the site, e.g. ``{"backend": "vllm"}``
+``schema``        the version of this layout (1)
+
+:func:`lineage_sha256` is the sha256 of a ``lineage.json`` file's bytes; a child records its
+parent's, so an edited or swapped parent is detectable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+LINEAGE_FILE = "lineage.json"
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("system", "config", "data", "parent", "git_commit", "metrics", "created_at")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class LineageError(ValueError):
+    """A ``lineage.json`` is missing, unreadable, or lacks a required key."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_examples(examples: Iterable[Any]) -> str:
+    """The sha256 of examples serialised as canonical JSON lines (sorted keys), in order.
+
+    >>> sha256_examples([{"b": 1, "a": 2}]) == sha256_examples([{"a": 2, "b": 1}])
+    True
+    """
+    digest = hashlib.sha256()
+    for example in examples:
+        line = json.dumps(example, sort_keys=True, ensure_ascii=False, default=str)
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def git_commit(repo: str | Path = _REPO_ROOT) -> str:
+    """``git rev-parse HEAD`` in ``repo``; "unknown" outside a repository or before a commit."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else "unknown"
+
+
+def _lineage_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path / LINEAGE_FILE if path.is_dir() or path.suffix != ".json" else path
+
+
+def lineage_sha256(path: str | Path) -> str | None:
+    """The sha256 of a checkpoint's ``lineage.json`` (folder or file path), or None if absent."""
+    file = _lineage_path(path)
+    return sha256_file(file) if file.is_file() else None
+
+
+def parent_info(model_path: str | Path | None) -> dict[str, Any] | None:
+    """The ``parent`` entry for a checkpoint trained from ``model_path`` (None for no parent).
+
+    A local folder is recorded by absolute path with its lineage hash (None for a base model
+    without one); a hub name is recorded as given.
+    """
+    if model_path is None:
+        return None
+    local = Path(model_path)
+    if local.exists():
+        return {"path": str(local.resolve()), "lineage_sha256": lineage_sha256(local)}
+    return {"path": str(model_path), "lineage_sha256": None}
+
+
+def write_lineage(out_dir: str | Path, **fields: Any) -> Path:
+    """Write ``out_dir/lineage.json`` from ``fields`` and return its path.
+
+    ``system`` is required. ``git_commit``, ``created_at`` and ``schema`` are filled in when not
+    given; ``config``, ``data``, ``metrics`` default to empty and ``parent`` to None. Values that
+    JSON cannot encode are written with ``str``.
+    """
+    if not fields.get("system"):
+        raise LineageError(f"write_lineage({out_dir}): field 'system' is required")
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "config": {},
+        "data": {},
+        "parent": None,
+        "metrics": {},
+        "backend": {"backend": "vllm"},
+        **fields,
+    }
+    record.setdefault("git_commit", git_commit())
+    record.setdefault("created_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LINEAGE_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def read_lineage(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint's lineage (its folder, or the ``lineage.json`` path itself).
+
+    Raises :class:`LineageError` naming the file when it is missing, is not a JSON object, or
+    lacks a required key.
+    """
+    file = _lineage_path(path)
+    if not file.is_file():
+        raise LineageError(f"{file}: no lineage.json; was this checkpoint written by training/?")
+    try:
+        record = json.loads(file.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LineageError(f"{file}: unreadable lineage.json ({exc})") from exc
+    if not isinstance(record, dict):
+        raise LineageError(f"{file}: expected a JSON object, got {type(record).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise LineageError(f"{file}: missing required key(s) {missing}")
+    return record
+
+
+def lineage_chain(path: str | Path) -> list[dict[str, Any]]:
+    """The lineage of a checkpoint followed by its ancestors' (as far as they have one)."""
+    chain = [read_lineage(path)]
+    seen = {str(_lineage_path(path).resolve())}
+    while (parent := chain[-1].get("parent")) and parent.get("lineage_sha256"):
+        file = _lineage_path(parent["path"])
+        if str(file.resolve()) in seen or not file.is_file():
+            break
+        seen.add(str(file.resolve()))
+        chain.append(read_lineage(file))
+    return chain

@@ -1,0 +1,161 @@
+"""Rewards for CARE's GRPO stage: pure functions ``(completions, **kwargs) -> list[float]``.
+
+Each completion is parsed once with :func:`training.care_format.parse_care_output`.
+``completions`` may be plain strings or TRL's conversational form (a list of message dicts per
+completion; the ``content`` of its assistant messages is scored).
+
+Components, each 0.0 or 1.0:
+
+* ``format_reward``: the text parses: a ``<think>`` block whose tags are well formed, followed by a
+  non-empty reply (status ``complete``, ``missing_node`` or ``out_of_order``).
+* ``structure_reward``: all four nodes (context, cognition, emotion, plan), each exactly once,
+  in that order, each with text (status ``complete``).
+* ``strategy_reward``: the plan's strategy equals the gold ESConv strategy
+  (``kwargs["strategy"]``, one label per completion), after normalising case and synonyms with
+  ``normalize_strategy``. It needs a plan that parsed, so a malformed output scores 0.
+
+The training signal is ``care_reward``, the components combined hierarchically, so that a later
+component counts only when the earlier ones hold::
+
+    care = 1.0 * format + format * (1.0 * structure + structure * 1.0 * strategy)
+
+i.e. 0 (does not parse), 1 (parses), 2 (complete chain), 3 (complete chain with the gold
+strategy). GRPO passes all four functions with ``reward_weights: [0, 0, 0, 1]``: the three
+components are logged (``rewards/<name>/mean``) but only the combined reward trains.
+
+>>> good = ('<think><context>c</context><cognition>b</cognition><emotion>e</emotion>'
+...         '<plan strategy="Question">p</plan></think>How are you?')
+>>> care_reward([good, good.replace("Question", "reflection of feelings"), ""],
+...             strategy=["question", "Question", "Question"])
+[3.0, 2.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from training.care_format import ParsedOutput, canonical_strategy, parse_care_output
+
+FORMAT_WEIGHT = 1.0
+STRUCTURE_WEIGHT = 1.0
+STRATEGY_WEIGHT = 1.0
+MAX_CARE_REWARD = FORMAT_WEIGHT + STRUCTURE_WEIGHT + STRATEGY_WEIGHT
+_PARSES = frozenset({"complete", "missing_node", "out_of_order"})
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion: a string, or the assistant content of TRL message dicts.
+
+    >>> completion_text([{"role": "assistant", "content": "hi"}])
+    'hi'
+    >>> completion_text(None)
+    ''
+    """
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content") or "")
+    if isinstance(completion, Sequence):
+        parts = [
+            str(m.get("content") or "")
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        ]
+        return "".join(parts)
+    return str(completion)
+
+
+def _parse_all(completions: Sequence[Any]) -> list[ParsedOutput]:
+    return [parse_care_output(completion_text(c)) for c in completions]
+
+
+def _gold(kwargs: dict, n: int) -> list[str | None]:
+    gold = kwargs.get("strategy")
+    if gold is None:
+        raise ValueError("strategy_reward: kwargs['strategy'] (the gold strategies) is required")
+    if isinstance(gold, str):
+        gold = [gold] * n
+    if len(gold) != n:
+        raise ValueError(
+            f"strategy_reward: kwargs['strategy'] has {len(gold)} labels for {n} completions"
+        )
+    return list(gold)
+
+
+def _format(p: ParsedOutput) -> float:
+    return 1.0 if p.status in _PARSES and p.response else 0.0
+
+
+def _structure(p: ParsedOutput) -> float:
+    return 1.0 if p.status == "complete" else 0.0
+
+
+def _strategy(p: ParsedOutput, gold: str | None) -> float:
+    if p.status not in _PARSES or p.strategy is None or gold is None:
+        return 0.0
+    want = canonical_strategy(gold)
+    return 1.0 if want is not None and p.strategy.casefold() == want.casefold() else 0.0
+
+
+def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion is a well-formed ``<think>`` block followed by a reply.
+
+    >>> format_reward(["<think><context>x</context></think>Hello", "Hello", "<think>x", ""])
+    [1.0, 0.0, 0.0, 0.0]
+    """
+    return [_format(p) for p in _parse_all(completions)]
+
+
+def structure_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when all four nodes occur once each, in order, with text, before a reply.
+
+    >>> c, g, e = "<context>c</context>", "<cognition>g</cognition>", "<emotion>e</emotion>"
+    >>> p = '<plan strategy="Question">p</plan>'
+    >>> structure_reward([f"<think>{c}{g}{e}{p}</think>Hi",   # complete
+    ...                   f"<think>{c}{e}{p}</think>Hi",      # missing node
+    ...                   f"<think>{g}{c}{e}{p}</think>Hi",   # wrong order
+    ...                   f"<think>{c}{c}{g}{e}{p}</think>Hi",  # duplicated node
+    ...                   f"<think>{c}{g}{e}{p}</think>"])    # no reply after the chain
+    [1.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    return [_structure(p) for p in _parse_all(completions)]
+
+
+def strategy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the plan's strategy equals the gold one (``kwargs["strategy"]``), any case/synonym.
+
+    >>> c = '<think><plan strategy="{}">p</plan></think>Hi'
+    >>> strategy_reward([c.format("QUESTION"), c.format("Questions"), c.format("Others")],
+    ...                 strategy=["Question", "Question", "Question"])
+    [1.0, 1.0, 0.0]
+    """
+    parsed = _parse_all(completions)
+    gold = _gold(kwargs, len(parsed))
+    return [_strategy(p, g) for p, g in zip(parsed, gold, strict=True)]
+
+
+def care_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """The hierarchical total: format, then structure if format holds, then strategy if both do.
+
+    >>> chain = ('<think><context>c</context><cognition>g</cognition><emotion>e</emotion>'
+    ...          '<plan strategy="Others">p</plan></think>{}')
+    >>> care_reward([chain.format("Hi"), chain.format(""), "<think><plan>p</plan></think>Hi"],
+    ...             strategy=["others", "Others", "Others"])
+    [3.0, 0.0, 1.0]
+    """
+    parsed = _parse_all(completions)
+    gold = _gold(kwargs, len(parsed))
+    rewards = []
+    for p, g in zip(parsed, gold, strict=True):
+        fmt, struct, strat = _format(p), _structure(p), _strategy(p, g)
+        rewards.append(
+            FORMAT_WEIGHT * fmt
+            + fmt * (STRUCTURE_WEIGHT * struct + struct * STRATEGY_WEIGHT * strat)
+        )
+    return rewards
+
+
+REWARD_FUNCS = (format_reward, structure_reward, strategy_reward, care_reward)
