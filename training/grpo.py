@@ -33,7 +33,7 @@ from statistics import fmean
 from typing import Any
 
 from training.care_format import canonical_strategy
-from training.lineage import parent_info, write_lineage
+from training.lineage import parent_info, register_with_site, write_lineage
 from training.prompts import to_messages
 from training.rewards import REWARD_FUNCS
 from training.sft import DataArguments, data_fingerprint, final_loss, iter_turn_examples
@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> Path:
     args, training_args = make_parser().parse_args_and_config(args=argv)
     out = train(args, training_args)
     print(f"saved {out}")
+    if args.register:
+        register_with_site(out)
     return out
 
 

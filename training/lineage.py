@@ -163,3 +163,22 @@ def lineage_chain(path: str | Path) -> list[dict[str, Any]]:
         seen.add(str(file.resolve()))
         chain.append(read_lineage(file))
     return chain
+
+
+def register_with_site(path: str | Path, *, system: str | None = None) -> str:
+    """Register a finished checkpoint with the evaluation site (training's opt-in `register`).
+
+    Runs `manage.py register_checkpoint` in a subprocess, so training never imports Django; the
+    site reads the same lineage.json. Raises LineageError with the command's message on failure.
+    """
+    import sys
+
+    cmd = [sys.executable, str(_REPO_ROOT / "manage.py"), "register_checkpoint", str(path)]
+    if system:
+        cmd += ["--system", system]
+    out = subprocess.run(cmd, cwd=_REPO_ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        message = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise LineageError(f"registering {path} with the site failed: {message}")
+    print(out.stdout.strip())
+    return out.stdout.strip()

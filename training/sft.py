@@ -32,7 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.lineage import parent_info, sha256_examples, sha256_file, write_lineage
+from training.lineage import (
+    parent_info,
+    register_with_site,
+    sha256_examples,
+    sha256_file,
+    write_lineage,
+)
 from training.prompts import to_messages
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,10 @@ class DataArguments:
     care: bool = field(default=True, metadata={"help": "reasoning target (CARE) or plain reply"})
     system_name: str | None = field(
         default=None, metadata={"help": "name in lineage.json; default from dataset"}
+    )
+    register: bool = field(
+        default=False,
+        metadata={"help": "register the checkpoint with the evaluation site when done"},
     )
 
     def __post_init__(self) -> None:
@@ -232,6 +242,8 @@ def main(argv: list[str] | None = None) -> Path:
     args, training_args = make_parser().parse_args_and_config(args=argv)
     out = train(args, training_args)
     print(f"saved {out}")
+    if args.register:
+        register_with_site(out)
     return out
 
 

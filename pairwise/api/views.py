@@ -19,6 +19,7 @@ from pairwise.api import serializers as s
 from pairwise.models import Checkpoint, EvalContext, Lease, Study
 from pairwise.services import allocation, generation, studies
 from pairwise.services.blind import blind_item
+from pairwise.services.checkpoints import resolve_checkpoint
 
 
 class IsAnnotator(permissions.BasePermission):
@@ -79,8 +80,7 @@ class NextItemView(APIView):
         body = {"done": item is None, "progress": {"done": p.done, "total": p.total}}
         if item is not None:
             body["item"] = blind_item(item)
-            lease = Lease.objects.filter(item=item, annotator=request.user).first()
-            body["lease_expires_at"] = lease.expires_at if lease else None
+            body["lease_expires_at"] = item.lease_expires_at  # set by next_item
         return APIResponse(s.NextItemSerializer(body).data)
 
 
@@ -158,7 +158,7 @@ class StudyViewSet(viewsets.ModelViewSet):
         pairs = []
         for i, pair in enumerate(v["comparisons"]):
             try:
-                pairs.append(tuple(_resolve_checkpoint(x) for x in pair))
+                pairs.append(tuple(resolve_checkpoint(x) for x in pair))
             except ValueError as exc:
                 raise ValidationError({"comparisons": [f"pair {i}: {exc}"]}) from None
         try:
@@ -202,7 +202,7 @@ class StudyViewSet(viewsets.ModelViewSet):
         v = data.validated_data
         try:
             if v.get("checkpoint"):
-                checkpoint = _resolve_checkpoint(v["checkpoint"])
+                checkpoint = resolve_checkpoint(v["checkpoint"])
             else:
                 checkpoint = studies.latest_checkpoint(v["system"])
             with transaction.atomic():
@@ -242,26 +242,6 @@ class StudyViewSet(viewsets.ModelViewSet):
             as_attachment=True,
             filename=f"study-{study.pk}-{fmt}.zip",
         )
-
-
-def _resolve_checkpoint(ref) -> Checkpoint:
-    """A checkpoint id, 'System', 'System vN', or 'System@latest'."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        found = Checkpoint.objects.filter(pk=int(ref)).first()
-        if found is None:
-            raise ValueError(f"no checkpoint with id {ref}")
-        return found
-    name = str(ref).removesuffix("@latest")
-    if " v" in name and name.rsplit(" v", 1)[1].isdigit():
-        system, version = name.rsplit(" v", 1)
-        found = Checkpoint.objects.filter(system__name=system, version=int(version)).first()
-        if found is None:
-            raise ValueError(f"no checkpoint {name!r}")
-        return found
-    try:
-        return studies.latest_checkpoint(name)
-    except studies.StudyError as exc:
-        raise ValueError(str(exc).removeprefix("system: ")) from None
 
 
 class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):

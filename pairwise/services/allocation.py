@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models import Count, Exists, F, Func, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -86,10 +86,15 @@ def _candidates(study: Study, user, now, *, gold: bool) -> list[int]:
     )
 
 
+_SHOWN = ("context", "response_a", "response_b")  # what the annotator is shown: one query
+
+
 def _lock(pk: int) -> ComparisonItem | None:
-    qs = ComparisonItem.objects.filter(pk=pk)
+    qs = ComparisonItem.objects.filter(pk=pk).select_related(*_SHOWN)
     if connection.features.has_select_for_update_skip_locked:
-        qs = qs.select_for_update(skip_locked=True)
+        # lock the item row only, not the context and responses joined in for display
+        of = ("self",) if connection.features.has_select_for_update_of else ()
+        qs = qs.select_for_update(skip_locked=True, of=of)
     return qs.first()
 
 
@@ -104,20 +109,31 @@ def _wants_gold(study: Study, user) -> bool:
 
 
 def next_item(study: Study, user, *, now=None) -> ComparisonItem | None:
-    """The item this annotator should judge next, leased to them; None when they are done."""
+    """The item this annotator should judge next, leased to them; None when they are done.
+
+    The item comes with its context and responses loaded, and `lease_expires_at` set."""
     if study.status != Study.Status.OPEN:
         raise StudyNotOpen(f"study {study.pk} is {study.status}, not open")
     now = now or timezone.now()
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            # A lease is not worth an fsync: one lost in a crash frees its capacity and the
+            # annotator's submit is refused as expired. Judgments still commit durably
+            # (only when this is the whole transaction, so a caller's writes are unaffected).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         held = (
-            Lease.objects.select_related("item__context", "item__response_a", "item__response_b")
-            .filter(annotator=user, item__study=study, expires_at__gt=now)
+            Lease.objects.filter(annotator=user, item__study=study, expires_at__gt=now)
             .exclude(Exists(Judgment.objects.filter(item=OuterRef("item"), annotator=user)))
             .order_by("created_at")
+            .values_list("item_id", "expires_at")
             .first()
         )
         if held is not None:
-            return held.item
+            item = ComparisonItem.objects.select_related(*_SHOWN).get(pk=held[0])
+            item.lease_expires_at = held[1]
+            return item
         if study.quota_per_annotator is not None:
             done = Judgment.objects.filter(item__study=study, annotator=user).count()
             if done >= study.quota_per_annotator:
@@ -140,10 +156,17 @@ def _try_lease(study: Study, user, pk: int, now) -> ComparisonItem | None:
         live = Lease.objects.filter(item=item, expires_at__gt=now).exclude(annotator=user).count()
         if item.judgment_count + live >= study.overlap_k:
             return None
-    Lease.objects.filter(item=item, annotator=user).delete()  # an old expired one
-    Lease.objects.create(
+    # One statement: insert, or renew this annotator's old (expired) lease on the item.
+    lease = Lease(
         item=item, annotator=user, expires_at=now + timedelta(seconds=study.lease_ttl_seconds)
     )
+    Lease.objects.bulk_create(
+        [lease],
+        update_conflicts=True,
+        unique_fields=["item", "annotator"],
+        update_fields=["expires_at", "created_at"],
+    )
+    item.lease_expires_at = lease.expires_at
     log.info("leased item %s to %s", item.public_id, user.username)
     return item
 
@@ -233,17 +256,31 @@ def submit(
     return judgment, True
 
 
+def _count(qs) -> Subquery:
+    """COUNT(*) of `qs` as a scalar subquery (no GROUP BY)."""
+    counted = qs.order_by().annotate(n=Func(Value(1), function="COUNT")).values("n")
+    return Subquery(counted, output_field=IntegerField())
+
+
 def progress(study: Study, user) -> Progress:
     """How many items this annotator has judged, out of how many they can be given in all."""
-    judged = Judgment.objects.filter(item__study=study, annotator=user).count()
-    open_items = (
-        ComparisonItem.objects.filter(
-            study=study, is_gold=False, judgment_count__lt=study.overlap_k
+    # One query, and no anti-join over the study's items: open items not judged by this
+    # annotator = all open items - the open items this annotator judged.
+    mine = Judgment.objects.filter(item__study=study, annotator=user)
+    open_q = Q(is_gold=False, judgment_count__lt=study.overlap_k)
+    judged, open_all, open_mine = (
+        Study.objects.filter(pk=study.pk)
+        .annotate(
+            judged=_count(mine),
+            open_all=_count(ComparisonItem.objects.filter(open_q, study=study)),
+            open_mine=_count(
+                mine.filter(item__is_gold=False, item__judgment_count__lt=study.overlap_k)
+            ),
         )
-        .exclude(Exists(Judgment.objects.filter(item=OuterRef("pk"), annotator=user)))
-        .count()
+        .values_list("judged", "open_all", "open_mine")
+        .get()
     )
-    total = judged + open_items
+    total = judged + open_all - open_mine
     if study.quota_per_annotator is not None:
         total = min(total, study.quota_per_annotator)
     return Progress(done=judged, total=max(total, judged))

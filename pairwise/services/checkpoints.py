@@ -93,3 +93,25 @@ def register_checkpoint(
             raise CheckpointError(f"version: {system_name} v{version} exists already") from exc
     log.info("registered %s from %s", checkpoint.label, folder)
     return checkpoint
+
+
+def resolve_checkpoint(ref) -> Checkpoint:
+    """A checkpoint id, 'System', 'System vN', or 'System@latest'."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        found = Checkpoint.objects.filter(pk=int(ref)).first()
+        if found is None:
+            raise ValueError(f"no checkpoint with id {ref}")
+        return found
+    name = str(ref).removesuffix("@latest")
+    if " v" in name and name.rsplit(" v", 1)[1].isdigit():
+        system, version = name.rsplit(" v", 1)
+        found = Checkpoint.objects.filter(system__name=system, version=int(version)).first()
+        if found is None:
+            raise ValueError(f"no checkpoint {name!r}")
+        return found
+    from pairwise.services.studies import StudyError, latest_checkpoint
+
+    try:
+        return latest_checkpoint(name)
+    except StudyError as exc:
+        raise ValueError(str(exc).removeprefix("system: ")) from None

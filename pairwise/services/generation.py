@@ -170,18 +170,11 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
 
 
 def _response_row(checkpoint, key, context, request, generation, backend, params) -> Response:
-    parsed = parse_care_output(generation.text)
-    usable = parsed.response is not None and bool(parsed.response.strip())
-    return Response(
-        checkpoint=checkpoint,
-        context=context,
-        sampling_key=key,
-        text=parsed.response or "",
-        reasoning=parsed.reasoning or "",
-        raw_output=generation.text,
-        parse_status=parsed.status,
-        strategy=parsed.strategy or "",
-        usable=usable,
+    return parsed_response(
+        checkpoint,
+        key,
+        context,
+        generation.text,
         provenance={
             "checkpoint": checkpoint.label,
             "checkpoint_id": checkpoint.pk,
@@ -197,6 +190,41 @@ def _response_row(checkpoint, key, context, request, generation, backend, params
             "seconds": generation.seconds,
             "generated_at": timezone.now().isoformat(),
         },
+    )
+
+
+def parsed_response(
+    checkpoint, key, context, raw: str, *, provenance: dict, reasoning: str | None = None
+) -> Response:
+    """A Response row from a model's raw text: the reply split from any reasoning chain.
+
+    `reasoning`, when given (an import with the chain stored apart), is kept as it is and the
+    text is taken as the reply."""
+    if reasoning is not None:
+        text = raw.strip()
+        return Response(
+            checkpoint=checkpoint,
+            context=context,
+            sampling_key=key,
+            text=text,
+            reasoning=reasoning,
+            raw_output=raw,
+            parse_status=Response.ParseStatus.NO_REASONING,
+            usable=bool(text),
+            provenance=provenance,
+        )
+    parsed = parse_care_output(raw)
+    return Response(
+        checkpoint=checkpoint,
+        context=context,
+        sampling_key=key,
+        text=parsed.response or "",
+        reasoning=parsed.reasoning or "",
+        raw_output=raw,
+        parse_status=parsed.status,
+        strategy=parsed.strategy or "",
+        usable=parsed.response is not None and bool(parsed.response.strip()),
+        provenance=provenance,
     )
 
 

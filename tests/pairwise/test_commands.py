@@ -1,6 +1,7 @@
 """Management commands: import_contexts, register_checkpoint, invite_annotators, requeue."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,61 @@ def test_requeue_command_adds_only_new_work(capsys):
         call_command("requeue", "nope", "--latest", "CARE")
     with pytest.raises(CommandError, match="no checkpoint registered for 'Nope'"):
         call_command("requeue", "rq", "--latest", "Nope")
+
+
+def _responses_file(path: Path, lines: list) -> Path:
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_import_responses_builds_items_and_splits_reasoning(tmp_path, capsys):
+    from pairwise.models import Response
+    from tests.factories import make_study
+
+    study, (care, base), contexts = make_study(n_contexts=3, with_responses=False)
+    chain = (
+        "<think><context>c</context><cognition>b</cognition><emotion>e</emotion>"
+        '<plan strategy="Question">p</plan></think>How are you feeling today?'
+    )
+    for ck, text in [(care, chain), (base, "That sounds hard.")]:
+        f = _responses_file(
+            tmp_path / f"{ck.pk}.jsonl", [{"context_id": c.pk, "text": text} for c in contexts]
+        )
+        call_command("import_responses", str(f), "--checkpoint", ck.label, "--study", study.name)
+    out = capsys.readouterr().out
+    assert "imported 3 responses" in out and "3 new items" in out
+    r = Response.objects.filter(checkpoint=care).first()
+    assert (r.text, r.parse_status, r.strategy) == (
+        "How are you feeling today?",
+        "complete",
+        "Question",
+    )
+    assert "<plan" in r.reasoning and r.provenance["line"] >= 1
+    assert study.items.count() == 3
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"context_id": 1, "text": "ok"', "{}"], "line 1, field '(line)': invalid JSON"),
+        ([{"context_id": "x", "text": "ok"}], "line 1, field 'context_id'"),
+        ([{"context_id": 0, "text": ""}], "line 1, field 'text'"),
+        ([{"context_id": 0, "text": "a"}, {"context_id": 0, "text": "b"}], "also on line 1"),
+        ([{"context_id": 987654, "text": "a"}], "no eval context with id 987654"),
+    ],
+)
+def test_import_responses_errors_name_the_line_and_import_nothing(tmp_path, lines, message):
+    from pairwise.models import Response
+    from tests.factories import CheckpointFactory, EvalContextFactory
+
+    ctx = EvalContextFactory()
+    lines = [
+        {**x, "context_id": ctx.pk} if isinstance(x, dict) and x.get("context_id") == 0 else x
+        for x in lines
+    ]
+    ck = CheckpointFactory()
+    good = {"context_id": EvalContextFactory().pk, "text": "fine"}
+    f = _responses_file(tmp_path / "r.jsonl", [*lines, good])
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("import_responses", str(f), "--checkpoint", str(ck.pk))
+    assert not Response.objects.exists()

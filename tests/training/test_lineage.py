@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,28 @@ def test_hash_helpers_match_hashlib(tmp_path):
     assert sha256_file(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     line = json.dumps({"a": 1}, sort_keys=True) + "\n"
     assert sha256_examples([{"a": 1}]) == hashlib.sha256(line.encode()).hexdigest()
+
+
+def test_register_with_site_registers_through_the_management_command(tmp_path, monkeypatch):
+    """Training's opt-in `register` flag: a subprocess, so training never imports Django."""
+    import sqlite3
+    import sys
+
+    from training.lineage import LineageError, register_with_site, write_lineage
+
+    db = tmp_path / "site.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("EVALSITE_VAR_DIR", str(tmp_path / "var"))
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=repo, check=True)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    write_lineage(folder, system="ESConv", backend={"backend": "vllm", "reasoning": False})
+    assert "registered ESConv v1" in register_with_site(folder)
+    rows = sqlite3.connect(db).execute("SELECT version, path FROM pairwise_checkpoint").fetchall()
+    assert rows == [(1, str(folder.resolve()))]
+    with pytest.raises(LineageError, match="already registered"):
+        register_with_site(folder)
+    with pytest.raises(LineageError, match="no checkpoint folder"):
+        register_with_site(tmp_path / "missing")
