@@ -30,6 +30,8 @@ def sample_examples(
     """
     dialogues = load_dialogues(dataset, split, data_dir=data_dir, skip_invalid=skip_invalid)
     examples = [e for e in turn_examples(dialogues, window=window) if e.target.strip()]
+    if skip_invalid and getattr(dialogues, "report", None) is not None:
+        log.warning("%s/%s: %s", dataset, split, dialogues.report.summary())
     rng = random.Random(seed)
     by_dialogue: dict[str, list] = {}
     for e in examples:
@@ -46,7 +48,7 @@ def sample_examples(
             if len(pool) > round_ and len(chosen) < n:
                 chosen.append(pool[round_])
         round_ += 1
-    return chosen
+    return chosen, getattr(dialogues, "report", None)
 
 
 def import_contexts(
@@ -59,9 +61,11 @@ def import_contexts(
     data_dir: Path | None = None,
     skip_invalid: bool = False,
     progress=None,
-) -> tuple[list[EvalContext], int]:
-    """Create (or find) n eval contexts; returns (contexts, how many were new). Idempotent."""
-    examples = sample_examples(
+) -> tuple[list[EvalContext], int, object]:
+    """Create (or find) n eval contexts. Idempotent.
+
+    Returns (contexts, how many were new, the loader's report of skipped records or None)."""
+    examples, report = sample_examples(
         dataset,
         split,
         n=n,
@@ -94,4 +98,4 @@ def import_contexts(
             contexts.append(ctx)
             created += new
     log.info("imported %d contexts from %s/%s (%d new)", len(contexts), dataset, split, created)
-    return contexts, created
+    return contexts, created, report

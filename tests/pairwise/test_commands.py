@@ -224,3 +224,19 @@ def test_import_responses_errors_name_the_line_and_import_nothing(tmp_path, line
     with pytest.raises(CommandError, match=re.escape(message)):
         call_command("import_responses", str(f), "--checkpoint", str(ck.pk))
     assert not Response.objects.exists()
+
+
+@pytest.mark.skipif(not ESCONV.exists(), reason=f"ESConv not at {ESCONV}")
+def test_import_contexts_skip_invalid_reports_what_it_left_out(tmp_path, capsys):
+    lines = ESCONV.read_text().splitlines()
+    folder = tmp_path / "esconv"
+    folder.mkdir()
+    bad = json.loads(lines[1])
+    bad["dialog"][0]["speaker"] = "robot"
+    (folder / "test.jsonl").write_text("\n".join([lines[0], json.dumps(bad), lines[2]]) + "\n")
+    with pytest.raises(CommandError, match="robot"):
+        call_command("import_contexts", "--data-dir", str(tmp_path), "--n", "2")
+    assert not EvalContext.objects.exists()
+    call_command("import_contexts", "--data-dir", str(tmp_path), "--n", "2", "--skip-invalid")
+    out = capsys.readouterr().out
+    assert "skipped 1 invalid records" in out and "2 contexts" in out

@@ -153,7 +153,7 @@ class Command(BaseCommand):
             with self.step(4, total, "Registering checkpoints"):
                 checkpoints = self.register(trained, o["backend"])
             with self.step(5, total, f"Importing {o['contexts']} ESConv test contexts"):
-                contexts, new = import_contexts(
+                contexts, new, _ = import_contexts(
                     "esconv",
                     "test",
                     n=o["contexts"],

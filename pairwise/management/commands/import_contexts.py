@@ -22,7 +22,7 @@ class Command(BaseCommand):
         if opts["n"] < 1:
             raise CommandError("--n must be at least 1")
         try:
-            contexts, created = import_contexts(
+            contexts, created, report = import_contexts(
                 opts["dataset"],
                 opts["split"],
                 n=opts["n"],
@@ -34,6 +34,8 @@ class Command(BaseCommand):
             )
         except DatasetError as exc:
             raise CommandError(str(exc)) from None
+        if report is not None and report.skipped:
+            self.stdout.write(f"--skip-invalid: {report.summary()}")
         self.stdout.write(
             f"{len(contexts)} contexts from {opts['dataset']}/{opts['split']}: "
             f"{created} new, {len(contexts) - created} already present"
