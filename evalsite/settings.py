@@ -7,6 +7,7 @@ runs as it is. See README section 4 for the table of variables.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,7 +40,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # --- Database -------------------------------------------------------------------------------
 _database_url = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 try:
-    _db = environ.Env.db_url_config(_database_url)
+    with warnings.catch_warnings():  # "Engine not recognized": reported below in one line
+        warnings.simplefilter("ignore")
+        _db = environ.Env.db_url_config(_database_url)
 except (ImproperlyConfigured, KeyError, ValueError) as exc:
     _fail(
         "DATABASE_URL",
@@ -48,6 +51,12 @@ except (ImproperlyConfigured, KeyError, ValueError) as exc:
     )
 if not _db.get("ENGINE") or (_db["ENGINE"].endswith("sqlite3") and not _db.get("NAME")):
     _fail("DATABASE_URL", f"{_database_url!r} names no database engine or file")
+if not _db["ENGINE"].endswith(("postgresql", "sqlite3")):
+    _fail(
+        "DATABASE_URL",
+        f"{_database_url!r}: engine {_db['ENGINE']} is not supported; "
+        "expected postgres://... or sqlite:///...",
+    )
 if _db["ENGINE"].endswith("sqlite3"):
     # IMMEDIATE transactions serialise writers up front, so check-then-insert in the allocator
     # is correct on SQLite too; WAL lets the web server read while the worker writes.
@@ -162,6 +171,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # --- Celery ---------------------------------------------------------------------------------
