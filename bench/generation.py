@@ -15,9 +15,27 @@ vLLM and transformers can be measured in several configurations (``--parts``, se
 ``vllm_tok_s`` is the backend's default (in-process, compiled, threads bound to every CPU), and
 the others are reported beside it.
 
+The ``pipeline`` part measures the Celery pipeline's overhead: the end-to-end generation time of
+a study (``studies.open_study`` until every GenerationBatch is done, through the embedded broker,
+a real ``--pool solo`` generation worker and a throwaway SQLite database) against calling the
+same backend directly on the same batches (same contexts, ``GENERATION_BATCH_SIZE``, sampling
+and seeds). The study compares two registrations of the bench's model folder (backend
+``vllm``, the same engine settings as the direct side), so both checkpoints generate, share the
+worker's one engine, and items are built, as in a real study; the direct side generates the same
+batches for both. Both engines are warmed first (the worker's through a small study of its own),
+and they never generate at the same time: each repetition runs one side, then the other,
+alternating the order. ``pipeline_overhead`` = best pipeline seconds / best direct seconds over
+``--pipeline-reps`` repetitions; target at most 1.2. The direct side runs in a different process
+from the worker, so on a busy machine the two engines' speeds differ by more than the pipeline
+costs; ``pipeline_overhead_in_worker`` divides by the worker's own ``generate`` time instead
+(from the responses' provenance), which isolates the queueing, database and item work.
+
 The last line printed is one JSON object with ``vllm_tok_s``, ``hf_batched_tok_s``,
-``vllm_vs_hf_batched``, ``hf_one_by_one_tok_s``, ``hf_batched_vs_one_by_one``, every variant
-and the settings used.
+``vllm_vs_hf_batched``, ``hf_one_by_one_tok_s``, ``hf_batched_vs_one_by_one``,
+``pipeline_overhead``, ``pipeline_seconds``, ``direct_seconds``,
+``pipeline_overhead_in_worker``, every variant and the settings used.
+
+    .venv/bin/python bench/generation.py --parts pipeline      # just the pipeline overhead
 """
 
 from __future__ import annotations
@@ -25,8 +43,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +69,12 @@ PARTS: dict[str, tuple[dict[str, str], dict]] = {
     "vllm_eager_autobind": ({"VLLM_CPU_OMP_THREADS_BIND": "auto"}, {"enforce_eager": True}),
     # vLLM's default two-process engine.
     "vllm_multiprocess": ({"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, {"enforce_eager": False}),
+    # A study generated through Celery against direct calls, with the backend's defaults (the
+    # fastest engine, so the overhead share is the largest) or eager.
+    "pipeline": ({}, {"enforce_eager": False}),
+    "pipeline_eager": ({}, {"enforce_eager": True}),
 }
-DEFAULT_PARTS = ("hf_batched", "hf_one_by_one", "vllm", "vllm_eager")
+DEFAULT_PARTS = ("hf_batched", "hf_one_by_one", "vllm", "vllm_eager", "pipeline")
 
 
 @dataclass
@@ -110,10 +135,12 @@ def measure(name: str, make_backend, requests: list, *, one_by_one: bool = False
     )
 
 
-def run_part(part: str, model: Path, opts: argparse.Namespace) -> Measurement:
-    """Measure one backend configuration in this process."""
+def run_part(part: str, model: Path, opts: argparse.Namespace) -> Measurement | dict:
+    """Measure one backend configuration (or the pipeline) in this process."""
     requests = build_requests(opts.n, opts.max_new_tokens, opts.window)
     settings = PARTS[part][1]
+    if part.startswith("pipeline"):
+        return run_pipeline(part, model, opts)
     if part.startswith("vllm"):
         from models.vllm_backend import VLLMBackend
 
@@ -128,8 +155,322 @@ def run_part(part: str, model: Path, opts: argparse.Namespace) -> Measurement:
     return measure(part, make, requests[: opts.one_by_one_n], one_by_one=True)
 
 
-def run_isolated(part: str, model: Path, argv: list[str]) -> Measurement:
-    """Run one part in a fresh process and read its Measurement from its last line."""
+# --- The Celery pipeline against direct calls -------------------------------------------------
+
+PIPELINE_POLL_SECONDS = 0.05
+
+
+def _pipeline_setup(var: Path, opts: argparse.Namespace) -> dict[str, str]:
+    """Point this process at a throwaway var dir and SQLite database, set Django up, migrate.
+
+    Returns the environment a worker needs to see the same database and embedded broker."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+        "EVALSITE_VAR_DIR": str(var),
+        "DATABASE_URL": f"sqlite:///{var / 'db.sqlite3'}",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the engine runs inside the solo worker
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    os.environ.pop("CELERY_BROKER_URL", None)  # the default is the embedded broker under var/
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # this process's stdout ends with the JSON
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return {**env, "LOG_LEVEL": "INFO"}
+
+
+def _make_contexts(n: int, window: int) -> list:
+    """EvalContexts for the same ESConv histories as ``build_requests``, in the same order."""
+    from pairwise.models import EvalContext
+    from training.datasets import load_dialogues, turn_examples
+
+    examples = list(turn_examples(load_dialogues("esconv", "test"), window=window))
+    if n > len(examples):
+        raise SystemExit(
+            f"--n: the pipeline needs distinct contexts; ESConv test has "
+            f"{len(examples)} examples at --window {window}, got --n {n}"
+        )
+    return [
+        EvalContext.objects.create(
+            source=e.source,
+            dialogue_id=e.dialogue_id,
+            turn_index=e.turn_index,
+            window=window,
+            history=[t.to_dict() for t in e.history],
+            gold_response=e.target,
+            gold_strategy=e.strategy or "",
+        )
+        for e in examples[:n]
+    ]
+
+
+def _make_study(name: str, contexts: list, version: int, model: Path, config: dict, sampling):
+    """A study with one comparison between two registrations of the same model folder."""
+    from pairwise.models import Checkpoint, System
+    from pairwise.services.studies import create_study
+
+    pair = []
+    for side in ("A", "B"):
+        system, _ = System.objects.get_or_create(name=f"bench {name.split('-')[0]} {side}")
+        pair.append(
+            Checkpoint.objects.create(
+                system=system,
+                version=version,
+                backend="vllm",
+                path=str(model),
+                backend_config=config,
+                reasoning=False,
+            )
+        )
+    return create_study(
+        name, contexts=contexts, pairs=[tuple(pair)], overlap_k=1, sampling=sampling
+    )
+
+
+def _direct_batches(study, batch_size: int) -> list[tuple]:
+    """(checkpoint, contexts, requests) exactly as ``queue_study`` + ``run_batch`` make them."""
+    from models.base import GenerationRequest
+    from pairwise.services import generation
+    from pairwise.services.sampling import sampling_params
+    from training.datasets.types import Turn
+    from training.prompts import to_messages
+
+    params = sampling_params(study.sampling)
+    contexts = list(study.contexts.order_by("pk"))
+    out = []
+    for checkpoint in generation.study_checkpoints(study):
+        for i in range(0, len(contexts), batch_size):
+            chunk = contexts[i : i + batch_size]
+            requests = [
+                GenerationRequest(
+                    to_messages([Turn.from_dict(t) for t in c.history], care=checkpoint.reasoning),
+                    params,
+                    generation._seed(study, c.pk),
+                )
+                for c in chunk
+            ]
+            out.append((checkpoint, chunk, requests))
+    return out
+
+
+def _wait_generated(study, worker: subprocess.Popen, log: Path, timeout: float) -> float:
+    """Poll the database until every batch of ``study`` is done; the perf_counter then."""
+    from pairwise.models import GenerationBatch
+
+    done, failed = GenerationBatch.Status.DONE, GenerationBatch.Status.FAILED
+    batches = GenerationBatch.objects.filter(study=study)
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = set(batches.values_list("status", flat=True))
+        if statuses and statuses <= {done, failed}:
+            end = time.perf_counter()
+            if failed in statuses:
+                errors = list(batches.filter(status=failed).values_list("error", flat=True))
+                raise RuntimeError(f"study {study.name}: batches failed: {errors[:3]}")
+            return end
+        if worker.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker exited with {worker.returncode}; {log}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"study {study.name}: not generated after {timeout:.0f}s; see {log}")
+        time.sleep(PIPELINE_POLL_SECONDS)
+
+
+def _worker_breakdown(study) -> dict:
+    """Where the pipeline's time went inside the worker, from the rows it wrote."""
+    from pairwise.models import GenerationBatch
+
+    rows = list(
+        GenerationBatch.objects.filter(study=study).values_list("started_at", "finished_at")
+    )
+    first, last = min(s for s, _ in rows), max(f for _, f in rows)
+    return {
+        # claimed -> done: generate, plus the batch's DB work and build_items
+        "worker_batches_s": round(sum((f - s).total_seconds() for s, f in rows), 3),
+        # first claim -> last done: adds the hand-over between batches
+        "worker_span_s": round((last - first).total_seconds(), 3),
+    }
+
+
+def _time_direct(backend, batches: list) -> tuple[float, list[float], dict]:
+    """Call ``backend.generate`` on each batch: total seconds, seconds per batch, the texts."""
+    texts: dict[tuple[int, int], str] = {}
+    per_batch = []
+    start = time.perf_counter()
+    for checkpoint, chunk, requests in batches:
+        t = time.perf_counter()
+        out = backend.generate(requests)
+        per_batch.append(round(time.perf_counter() - t, 3))
+        texts.update(((checkpoint.pk, c.pk), g.text) for c, g in zip(chunk, out, strict=True))
+    return time.perf_counter() - start, per_batch, texts
+
+
+def _batch_generate_seconds(rows: list, batches: list) -> list[float]:
+    """Each batch's ``generate`` seconds in the worker (the shares of its responses, summed)."""
+    seconds = {(ck, ctx): p["seconds"] for ck, ctx, _, p in rows}
+    return [
+        round(sum(seconds.get((checkpoint.pk, c.pk), 0.0) for c in chunk), 3)
+        for checkpoint, chunk, _ in batches
+    ]
+
+
+def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
+    """Time a study through Celery against direct ``generate`` calls on the same batches."""
+    from evalsite.embedded import ProcessGroup, start_embedded_redis
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt  # so ``finally`` stops the worker and the broker
+
+    signal.signal(signal.SIGTERM, _stop)
+    var = Path(tempfile.mkdtemp(prefix="bgp-", dir="/tmp"))  # unix socket paths are short
+    group = ProcessGroup()
+    ok = False
+    try:
+        worker_env = _pipeline_setup(var, opts)
+        from django.conf import settings
+
+        from models.base import prompt_hash
+        from pairwise.models import Response
+        from pairwise.services import generation
+        from pairwise.services.sampling import sampling_key
+        from pairwise.services.studies import open_study
+
+        config = {"dtype": "float32", "max_model_len": 1024, **PARTS[part][1]}
+        sampling = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": opts.max_new_tokens}
+        batch_size = settings.GENERATION_BATCH_SIZE
+        contexts = _make_contexts(opts.n, opts.window)
+        expected = [prompt_hash(r.messages) for r in build_requests(opts.n, 1, opts.window)]
+
+        group.adopt(
+            "broker", start_embedded_redis(settings.VAR_DIR, settings.EMBEDDED_REDIS_SOCKET)
+        )
+        log = var / "worker.log"
+        worker = group.start(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "evalsite",
+                "worker",
+                "-n",
+                "bench@%h",
+                "-Q",
+                "generation,default",
+                "--pool",
+                "solo",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+            ],
+            env=worker_env,
+            log=log,
+        )
+        # Warm-ups, untimed and one after the other: the worker's engine (start-up, compile)
+        # through a small study of its own, then this process's engine with the same settings.
+        start = time.perf_counter()
+        warm = _make_study(
+            "warmup", contexts[:4], 1, model, config, {**sampling, "max_new_tokens": 8}
+        )
+        open_study(warm)
+        _wait_generated(warm, worker, log, opts.pipeline_timeout)
+        worker_warm_s = time.perf_counter() - start
+        start = time.perf_counter()
+        backend = generation.backend_for(warm.comparisons.first().checkpoint_a)
+        backend.generate(_direct_batches(warm, batch_size)[0][2])
+        direct_warm_s = time.perf_counter() - start
+        print(
+            f"warm-up: worker {worker_warm_s:.1f} s, direct {direct_warm_s:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        reps = []
+        for rep in range(opts.pipeline_reps):
+            study = _make_study(f"timed-{rep}", contexts, rep + 1, model, config, sampling)
+            batches = _direct_batches(study, batch_size)
+            hashes = [
+                prompt_hash(r.messages) for _, _, rs in batches[: len(batches) // 2] for r in rs
+            ]
+            if hashes != expected:
+                raise RuntimeError("the study's prompts differ from build_requests' prompts")
+            # One side after the other, never two engines generating at once; the order
+            # alternates between repetitions so a drift in machine load favours neither side.
+            load_1m = {}
+            for side in ("direct", "pipeline") if rep % 2 == 0 else ("pipeline", "direct"):
+                load_1m[side] = round(os.getloadavg()[0], 2)
+                if side == "direct":
+                    direct_s, direct_batch_s, direct_texts = _time_direct(backend, batches)
+                else:
+                    start = time.perf_counter()
+                    opened = open_study(study)
+                    end = _wait_generated(study, worker, log, opts.pipeline_timeout)
+                    pipeline_s = end - start
+            rows = list(
+                Response.objects.filter(
+                    checkpoint__in={c.pk for c, _, _ in batches},
+                    sampling_key=sampling_key(study.sampling),
+                ).values_list("checkpoint_id", "context_id", "raw_output", "provenance")
+            )
+            same = sum(direct_texts.get((ck, ctx)) == text for ck, ctx, text, _ in rows)
+            # provenance["seconds"]: each response's share of its batch's ``generate`` call
+            worker_generate_s = sum(p["seconds"] for *_, p in rows)
+            rep_result = {
+                "direct_s": round(direct_s, 3),
+                "pipeline_s": round(pipeline_s, 3),
+                "ratio": round(pipeline_s / direct_s, 3),
+                "worker_generate_s": round(worker_generate_s, 3),
+                # the same engine's own generate time as the baseline: immune to the machine
+                # running one process faster than the other
+                "ratio_in_worker": round(pipeline_s / worker_generate_s, 3),
+                **_worker_breakdown(study),
+                "batches": opened["batches"],
+                "responses": len(rows),
+                "same_text_as_direct": same,
+                "completion_tokens": sum(p["completion_tokens"] for *_, p in rows),
+                "order": list(load_1m),
+                "load_1m_direct": load_1m["direct"],
+                "load_1m_pipeline": load_1m["pipeline"],
+                "direct_batch_s": direct_batch_s,
+                "worker_batch_generate_s": _batch_generate_seconds(rows, batches),
+            }
+            print(f"pipeline rep {rep}: {json.dumps(rep_result)}", file=sys.stderr, flush=True)
+            reps.append(rep_result)
+        ok = True
+    finally:
+        group.stop()
+        if ok:
+            shutil.rmtree(var, ignore_errors=True)
+        else:
+            print(f"pipeline: kept {var} (worker.log, redis.log)", file=sys.stderr, flush=True)
+    pipeline_best = min(r["pipeline_s"] for r in reps)
+    direct_best = min(r["direct_s"] for r in reps)
+    return {
+        "pipeline_seconds": pipeline_best,
+        "direct_seconds": direct_best,
+        "pipeline_overhead": round(pipeline_best / direct_best, 3),
+        # pipeline seconds / the worker's own generate seconds, in the best pipeline repetition
+        "pipeline_overhead_in_worker": min(r["ratio_in_worker"] for r in reps),
+        "reps": reps,
+        "worker_warmup_s": round(worker_warm_s, 1),
+        "direct_warmup_s": round(direct_warm_s, 1),
+        "prompts": opts.n,
+        "checkpoints": 2,
+        "batch_size": batch_size,
+        "engine": config,
+        "sampling": sampling,
+    }
+
+
+def run_isolated(part: str, model: Path, argv: list[str]) -> dict:
+    """Run one part in a fresh process and read its result (a JSON object) from its last line."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     for key, value in PARTS[part][0].items():
         if value:
@@ -137,12 +478,28 @@ def run_isolated(part: str, model: Path, argv: list[str]) -> Measurement:
         else:
             env.pop(key, None)
     cmd = [sys.executable, "-m", "bench.generation", *argv, "--part", part, "--model", str(model)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
+    # A session of its own: with the kernel's autogroup scheduling (on here), CPU is shared
+    # between sessions, and the pipeline's worker has a session of its own too (as under serve).
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate()
+    except KeyboardInterrupt:  # SIGTERM lets the part stop what it started (a worker, a broker)
+        proc.terminate()
+        proc.wait(timeout=60)
+        raise
+    lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-5:])
+        tail = " | ".join(stderr.strip().splitlines()[-5:])
         raise RuntimeError(f"part {part} exited {proc.returncode}: {tail}")
-    return Measurement(**json.loads(lines[-1]))
+    return json.loads(lines[-1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -153,6 +510,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=10, help="history turns per prompt")
     parser.add_argument("--hf-batch-size", type=int, default=64)
     parser.add_argument("--one-by-one-n", type=int, default=16)
+    parser.add_argument(
+        "--pipeline-reps", type=int, default=2, help="pipeline: repetitions (best of)"
+    )
+    parser.add_argument(
+        "--pipeline-timeout", type=float, default=1800, help="pipeline: seconds per study"
+    )
     parser.add_argument(
         "--parts",
         default=",".join(DEFAULT_PARTS),
@@ -169,7 +532,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     opts = parse_args(argv)
     if opts.part:
-        print(json.dumps(asdict(run_part(opts.part, opts.model, opts))))
+        result = run_part(opts.part, opts.model, opts)
+        print(json.dumps(result if isinstance(result, dict) else asdict(result)))
         return
 
     from training.tiny import build_tiny_model
@@ -180,9 +544,36 @@ def main(argv: list[str] | None = None) -> None:
         if p not in PARTS:
             raise SystemExit(f"--parts: unknown {p!r}; expected {', '.join(PARTS)}")
     results: dict[str, Measurement | str] = {}
+    pipelines: dict[str, dict | str] = {}
     for part in parts:
+        if part.startswith("pipeline"):
+            try:
+                pipelines[part] = p = run_isolated(part, model, argv)
+            except RuntimeError as e:
+                pipelines[part] = str(e)
+                print(f"{part:22s} FAILED: {e}", flush=True)
+                continue
+            print(
+                f"{part:22s} {p['pipeline_overhead']:.3f}x: study {p['pipeline_seconds']:.2f} s "
+                f"through Celery against {p['direct_seconds']:.2f} s direct "
+                f"(best of {len(p['reps'])}; {p['prompts']} prompts x {p['checkpoints']} "
+                f"checkpoints in batches of {p['batch_size']}); against the worker's own "
+                f"generate time: {p['pipeline_overhead_in_worker']:.3f}x",
+                flush=True,
+            )
+            for i, r in enumerate(p["reps"]):
+                print(
+                    f"{'':22s} rep {i}: direct {r['direct_s']:.2f} s, "
+                    f"study {r['pipeline_s']:.2f} s "
+                    f"({r['ratio']:.3f}x, {r['ratio_in_worker']:.3f}x in-worker); "
+                    f"worker: generate {r['worker_generate_s']:.2f} s, "
+                    f"batches {r['worker_batches_s']:.2f} s, span {r['worker_span_s']:.2f} s; "
+                    f"load {r['load_1m_direct']}/{r['load_1m_pipeline']}",
+                    flush=True,
+                )
+            continue
         try:
-            results[part] = run_isolated(part, model, argv)
+            results[part] = Measurement(**run_isolated(part, model, argv))
         except RuntimeError as e:  # one broken configuration should not hide the others
             results[part] = str(e)
         r = results[part]
@@ -203,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
         x, y = rate(a), rate(b)
         return round(x / y, 2) if x and y else None
 
+    pipeline = next((v for v in pipelines.values() if isinstance(v, dict)), {})
     hf_rates = [(rate(p), p) for p in parts if p.startswith("hf_batched") and rate(p)]
     best_hf = max(hf_rates)[1] if hf_rates else "hf_batched"
     summary = {
@@ -214,8 +606,18 @@ def main(argv: list[str] | None = None) -> None:
         # Against the fastest transformers configuration measured, not just the default.
         "vllm_vs_best_hf_batched": ratio("vllm", best_hf),
         "best_hf_batched": best_hf,
-        "parts": {p: {"tok_s": rate(p), "vs_hf_batched": ratio(p, "hf_batched")} for p in parts},
-        "errors": {k: v for k, v in results.items() if isinstance(v, str)},
+        # the first pipeline part measured (``pipeline`` by default); all of them under "pipelines"
+        "pipeline_overhead": pipeline.get("pipeline_overhead"),
+        "pipeline_seconds": pipeline.get("pipeline_seconds"),
+        "direct_seconds": pipeline.get("direct_seconds"),
+        "pipeline_overhead_in_worker": pipeline.get("pipeline_overhead_in_worker"),
+        "parts": {
+            p: {"tok_s": rate(p), "vs_hf_batched": ratio(p, "hf_batched")}
+            for p in parts
+            if not p.startswith("pipeline")
+        },
+        "pipelines": {k: v for k, v in pipelines.items() if isinstance(v, dict)},
+        "errors": {k: v for k, v in {**results, **pipelines}.items() if isinstance(v, str)},
         "size": opts.size,
         "prompts": opts.n,
         "one_by_one_prompts": opts.one_by_one_n,
@@ -226,7 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(
         f"vLLM vs transformers batched: {summary['vllm_vs_hf_batched']}x; "
-        f"batched vs one by one: {summary['hf_batched_vs_one_by_one']}x"
+        f"batched vs one by one: {summary['hf_batched_vs_one_by_one']}x; "
+        f"pipeline overhead: {summary['pipeline_overhead']}x (target <= 1.2)"
     )
     print(json.dumps(summary))
 
