@@ -30,10 +30,16 @@ def test_tasks_of_a_killed_worker_all_run_exactly_once(embedded_broker, workers)
         first.app.send_task("pairwise.tasks.ping", kwargs={"delay": 1.0, "marker": marker})
 
     wait_for(lambda: TaskProbe.objects.count() >= 3, 60, what="3 tasks to finish")
-    first.kill()  # the 4th task is in its 1 s sleep: received, never acknowledged
+
+    def cut_off() -> set[str]:
+        log = first.log_text()
+        return _task_ids(log, "received") - _task_ids(log, "succeeded")
+
+    # kill while a task is in its 1 s sleep: received, never acknowledged
+    wait_for(cut_off, 30, interval=0.02, what="a task in flight")
+    first.kill()
     done_before = set(TaskProbe.objects.values_list("marker", flat=True))
-    log = first.log_text()
-    in_flight = _task_ids(log, "received") - _task_ids(log, "succeeded")
+    in_flight = cut_off()
     assert 3 <= len(done_before) < len(markers)
     assert len(in_flight) == 1, f"expected one task cut off by the kill, got {in_flight}"
 
