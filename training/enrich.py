@@ -11,17 +11,17 @@ plan names the gold strategy, and one JSON line is written per example::
      "strategy": "Question", "response": "<gold supporter text>",
      "chain": {"context": ..., "cognition": ..., "emotion": ..., "plan": ...},
      "target": "<think>...</think>\\n<gold supporter text>",
-     "provenance": {"teacher": "offline" | "<teacher model>", "template": "offline_v1" |
+     "provenance": {"teacher": "offline" | "<teacher model>", "template": "offline_v2" |
                     "care_chain_v1", "seed": 0, "attempts": 1}}
 
 Two modes:
 
 ``offline``
-    Deterministic: the chain is written from the annotations (problem type, emotion type,
-    situation, gold strategy, the seeker's last turn) with templated sentences. The wording is
-    drawn per example from a generator seeded by (seed, dialogue id, turn index), so a run is
-    reproducible and different seeds give different wordings. Tests, the demo and users without
-    a teacher use it.
+    Deterministic: the chain is written from the annotations (problem type, emotion type, gold
+    strategy, the first 12 words of the seeker's last turn) with short templated sentences. The
+    wording is drawn per example from a generator seeded by (seed, dialogue id, turn index), so a
+    run is reproducible and different seeds give different wordings. Tests, the demo and users
+    without a teacher use it.
 ``teacher``
     A teacher model (``deepseek-ai/DeepSeek-R1`` by default) behind a ``models`` backend writes
     the chain from the versioned prompt in ``training/templates/<template>.txt``. A chain that
@@ -57,7 +57,7 @@ from training.care_format import (
 logger = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-OFFLINE_TEMPLATE = "offline_v1"
+OFFLINE_TEMPLATE = "offline_v2"
 
 
 @dataclass
@@ -110,10 +110,13 @@ class EnrichConfig:
 # Offline chains
 
 
+# Short, regular sentences: a tiny model (about 1M parameters) learns to write the four tags
+# reliably only when the chain is short; with the situation and a 30-word quote (~165 tokens)
+# most of its samples were malformed (docs/training.md, "Measured at tiny scale").
 _CONTEXT = (
-    "The seeker is dealing with {problem}. {situation} Their last message: {last}",
-    "This conversation is about {problem}. {situation} Most recently they said: {last}",
-    "The seeker came to talk about {problem}. {situation} They just wrote: {last}",
+    "The seeker is dealing with {problem}. They said: {last}",
+    "The seeker talks about {problem}. They said: {last}",
+    "This is about {problem}. They said: {last}",
 )
 _APPRAISAL = {
     "anxiety": "the situation around {problem} will turn out badly and is out of their control",
@@ -128,16 +131,8 @@ _APPRAISAL = {
     "jealousy": "others have what they lack in {problem}",
     "pain": "{problem} keeps hurting them and will not ease",
 }
-_COGNITION = (
-    "They seem to believe that {appraisal}.",
-    "Their words suggest they think {appraisal}.",
-    "It sounds like they have concluded that {appraisal}.",
-)
-_EMOTION = (
-    "They feel {emotion}, and it colours how they see {problem}.",
-    "The main emotion is {emotion}, driven by that belief.",
-    "Underneath, they are feeling {emotion} about {problem}.",
-)
+_COGNITION = ("They believe {appraisal}.", "They think {appraisal}.")
+_EMOTION = ("They feel {emotion}.", "They are feeling {emotion}.")
 _PLAN = {
     "Question": (
         "Ask an open question to learn more about {focus}.",
@@ -202,11 +197,9 @@ def offline_chain(example: Any, *, seed: int = 0) -> dict[str, str]:
     problem = (example.problem_type or "a difficult situation").strip().lower()
     emotion = (example.emotion_type or "distress").strip().lower()
     last = _last_seeker_text(example.history)
-    situation = _sentence(example.situation, 30)
     context = rng.choice(_CONTEXT).format(
         problem=problem,
-        situation=f"In their words: {situation}" if situation else "",
-        last=f'"{_sentence(last, 30)}"' if last else "nothing yet; the supporter speaks first.",
+        last=f'"{_sentence(last, 12)}"' if last else "nothing yet; the supporter speaks first.",
     )
     appraisal = _APPRAISAL.get(emotion, "{problem} is more than they can handle alone")
     cognition = rng.choice(_COGNITION).format(appraisal=appraisal.format(problem=problem))

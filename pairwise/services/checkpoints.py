@@ -70,7 +70,13 @@ def register_checkpoint(
         parent = Checkpoint.objects.filter(path=str(Path(parent_path).resolve())).first()
     hints = lineage.get("backend") or {}
     config = lineage.get("config") or {}
-    reasoning = bool(hints.get("reasoning", lineage.get("care", config.get("care", False))))
+    data_args = config.get("DataArguments") or config  # training scripts nest their dataclasses
+    reasoning = bool(hints.get("reasoning", lineage.get("care", data_args.get("care", False))))
+    # prompt the model with as many turns as it was trained on (the context shown to annotators
+    # keeps its whole history window)
+    backend_config = dict(backend_config or {})
+    if data_args.get("window"):
+        backend_config.setdefault("prompt_window", int(data_args["window"]))
     with transaction.atomic():
         sys_row, _ = System.objects.get_or_create(name=system_name)
         if version is None:
@@ -83,7 +89,7 @@ def register_checkpoint(
                 version=version,
                 path=str(folder),
                 backend=backend,
-                backend_config=backend_config or {},
+                backend_config=backend_config,
                 parent=parent,
                 reasoning=reasoning,
                 lineage={**lineage, "sha256": digest},

@@ -93,8 +93,13 @@ def _seed(study: Study, context_id: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+PROMPT_OPTIONS = ("prompt_window",)  # used to build prompts, not passed to the backend
+
+
 def backend_for(checkpoint: Checkpoint):
-    options = dict(checkpoint.backend_config or {})
+    options = {
+        k: v for k, v in (checkpoint.backend_config or {}).items() if k not in PROMPT_OPTIONS
+    }
     if checkpoint.path:
         options.setdefault("model", checkpoint.path)
     if checkpoint.backend == "fake":
@@ -136,10 +141,12 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
     )
     if contexts:
         params = sampling_params(study.sampling)
+        window = (checkpoint.backend_config or {}).get("prompt_window")
         requests = [
             GenerationRequest(
                 messages=to_messages(
-                    [Turn.from_dict(t) for t in c.history], care=checkpoint.reasoning
+                    [Turn.from_dict(t) for t in (c.history[-window:] if window else c.history)],
+                    care=checkpoint.reasoning,
                 ),
                 sampling=params,
                 seed=_seed(study, c.pk),

@@ -78,7 +78,7 @@ def _checkpoint_folder(root: Path, name: str, *, parent: Path | None = None) -> 
     write_lineage(
         folder,
         system="CARE-SFT-RL",
-        config={"care": True},
+        config={"DataArguments": {"window": 2, "care": True}},
         parent={"path": str(parent), "lineage_sha256": None} if parent else None,
         metrics={"train_loss": 1.5},
     )
@@ -93,6 +93,7 @@ def test_register_checkpoint_reads_lineage_and_links_the_parent(tmp_path, capsys
     a, b = Checkpoint.objects.order_by("version")
     assert (a.label, b.label) == ("CARE-SFT-RL v1", "CARE-SFT-RL v2")
     assert b.parent == a and b.reasoning and b.metrics == {"train_loss": 1.5}
+    assert b.backend_config == {"prompt_window": 2}  # prompted as it was trained
     assert "parent CARE-SFT-RL v1" in capsys.readouterr().out
 
 

@@ -161,3 +161,18 @@ def test_generated_responses_are_scored_without_generating_again():
     client.force_login(researcher(username="score-res"))
     page = client.get(f"/studies/{study.pk}/").content.decode()
     assert 'id="metrics-table"' in page and "ACC_Stra" in page
+
+
+def test_a_checkpoint_is_prompted_with_the_window_it_was_trained_on():
+    from models.base import prompt_hash
+    from training.datasets.types import Turn
+    from training.prompts import to_messages
+
+    study, care, esconv, contexts = _study(2, care_config={"prompt_window": 1})
+    studies.open_study(study)
+    for response in Response.objects.filter(checkpoint=care):
+        last = [Turn.from_dict(t) for t in response.context.history[-1:]]
+        assert response.provenance["prompt_hash"] == prompt_hash(to_messages(last, care=True))
+    for response in Response.objects.filter(checkpoint=esconv):  # no window: the whole history
+        turns = [Turn.from_dict(t) for t in response.context.history]
+        assert response.provenance["prompt_hash"] == prompt_hash(to_messages(turns))

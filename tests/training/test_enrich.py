@@ -43,7 +43,7 @@ def test_offline_records_parse_and_name_the_gold_strategy(tmp_path, examples):
         assert parsed.nodes == record["chain"] and tuple(record["chain"]) == NODES
         assert record["provenance"] == {
             "teacher": "offline",
-            "template": "offline_v1",
+            "template": "offline_v2",
             "seed": 0,
             "attempts": 1,
         }

@@ -72,7 +72,7 @@ class Sizes:
     max_new_tokens: int
 
 
-FULL = Sizes(enrich_limit=1200, sft_steps=150, grpo_steps=8, baseline_steps=60, max_new_tokens=160)
+FULL = Sizes(enrich_limit=1200, sft_steps=150, grpo_steps=60, baseline_steps=60, max_new_tokens=160)
 FAST = Sizes(enrich_limit=64, sft_steps=6, grpo_steps=1, baseline_steps=4, max_new_tokens=48)
 
 
