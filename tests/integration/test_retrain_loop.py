@@ -51,6 +51,15 @@ def _judgments() -> set[tuple]:
     }
 
 
+def _usable_pairs(a, b) -> set[int]:
+    from pairwise.models import Response
+
+    usable = Response.objects.filter(usable=True)
+    return set(usable.filter(checkpoint=a).values_list("context_id", flat=True)) & set(
+        usable.filter(checkpoint=b).values_list("context_id", flat=True)
+    )
+
+
 def _wait_generated(study, timeout=420):
     from pairwise.models import GenerationBatch
 
@@ -98,23 +107,27 @@ def test_retrain_register_requeue(tmp_path, tiny_model_dir, embedded_broker, wor
     with site_app_on(embedded_broker.url):
         workers.start("gen", embedded_broker.url, env=VLLM_ENV)
         # 3-5. open a study; the worker generates; items appear
-        contexts = [EvalContextFactory() for _ in range(3)]
+        contexts = [EvalContextFactory() for _ in range(4)]
         study = studies.create_study(
             "loop",
             contexts=contexts,
             pairs=[(v1, baseline)],
             overlap_k=2,
-            sampling={"temperature": 0.0, "max_new_tokens": 16},
+            sampling={"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16},
         )
         studies.open_study(study)
         _wait_generated(study)
         study.refresh_from_db()
         assert study.status == "open"
-        assert Response.objects.filter(provenance__backend="vllm").count() == 6
-        assert ComparisonItem.objects.filter(study=study).count() == 3
+        assert Response.objects.filter(provenance__backend="vllm").count() == 8
+        # an item per context where both replies are usable (a tiny model may stop at once)
+        first_items = _usable_pairs(v1, baseline)
+        assert first_items, "no usable pair of replies: the test cannot go on"
+        assert ComparisonItem.objects.filter(study=study).count() == len(first_items)
 
         # 6. simulated annotators judge: v1 wins
-        assert simulate(study, annotators=2, preference=1.0, tie_rate=0.0, agreement=1.0) == 6
+        made = simulate(study, annotators=2, preference=1.0, tie_rate=0.0, agreement=1.0)
+        assert made == 2 * len(first_items)
         judgments_before = _judgments()
         responses_before = set(Response.objects.values_list("pk", "text"))
         batches_before = set(GenerationBatch.objects.values_list("pk", flat=True))
@@ -141,8 +154,12 @@ def test_retrain_register_requeue(tmp_path, tiny_model_dir, embedded_broker, wor
     assert set(Response.objects.values_list("pk", "text")) - responses_before == set(
         Response.objects.filter(checkpoint=v2).values_list("pk", "text")
     )
-    assert Response.objects.filter(checkpoint=v2).count() == 3
-    assert ComparisonItem.objects.filter(study=study).count() == 6
+    assert Response.objects.filter(checkpoint=v2).count() == 4
+    second_items = _usable_pairs(v2, baseline)
+    assert second_items, "v2 wrote no usable reply: nothing to judge"
+    assert ComparisonItem.objects.filter(study=study).count() == len(first_items) + len(
+        second_items
+    )
     # no judgment lost or changed, and each stays tied to the checkpoint it judged
     assert judgments_before <= _judgments()
     assert not Judgment.objects.filter(item__response_a__checkpoint=v2).exists()
