@@ -33,10 +33,16 @@ from statistics import fmean
 from typing import Any
 
 from training.care_format import canonical_strategy
-from training.lineage import parent_info, register_with_site, write_lineage
+from training.lineage import parent_info, write_lineage
 from training.prompts import to_messages
 from training.rewards import REWARD_FUNCS
-from training.sft import DataArguments, data_fingerprint, final_loss, iter_turn_examples
+from training.sft import (
+    DataArguments,
+    data_fingerprint,
+    final_loss,
+    iter_turn_examples,
+    run_cli,
+)
 from training.sft import resolved_config as _resolved_config
 
 logger = logging.getLogger(__name__)
@@ -203,16 +209,7 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> Path:
     """Command-line entry point: ``--config recipe.yaml`` plus ``--flag value`` overrides."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(
-        level=os.environ.get("LOGLEVEL", "INFO"), format="%(levelname)s %(message)s"
-    )
-    args, training_args = make_parser().parse_args_and_config(args=argv)
-    out = train(args, training_args)
-    print(f"saved {out}")
-    if args.register:
-        register_with_site(out)
-    return out
+    return run_cli(make_parser(), train, argv)
 
 
 if __name__ == "__main__":

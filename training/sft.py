@@ -233,18 +233,24 @@ def make_parser():
     return TrlParser((DataArguments, SFTConfig))
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Command-line entry point: ``--config recipe.yaml`` plus ``--flag value`` overrides."""
+def run_cli(parser, train_fn, argv: list[str] | None) -> Path:
+    """Shared by the training scripts: ``--config recipe.yaml`` plus ``--flag value``
+    overrides; train, save, and register with the site when ``register`` is set."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(
         level=os.environ.get("LOGLEVEL", "INFO"), format="%(levelname)s %(message)s"
     )
-    args, training_args = make_parser().parse_args_and_config(args=argv)
-    out = train(args, training_args)
+    args, training_args = parser.parse_args_and_config(args=argv)
+    out = train_fn(args, training_args)
     print(f"saved {out}")
     if args.register:
         register_with_site(out)
     return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command-line entry point: ``--config recipe.yaml`` plus ``--flag value`` overrides."""
+    return run_cli(make_parser(), train, argv)
 
 
 if __name__ == "__main__":
