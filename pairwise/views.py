@@ -12,12 +12,11 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from pairwise import roles
-from pairwise.models import Lease, Study
+from pairwise.models import Study
 from pairwise.services import allocation, health
 from pairwise.services.blind import blind_item
 
@@ -74,7 +73,6 @@ def annotate(request: HttpRequest, study_id: int) -> HttpResponse:
     progress = allocation.progress(study, request.user)
     if item is None:
         return render(request, "pairwise/done.html", {"study": study, "progress": progress})
-    lease = Lease.objects.filter(item=item, annotator=request.user).first()
     return render(
         request,
         "pairwise/annotate.html",
@@ -84,7 +82,7 @@ def annotate(request: HttpRequest, study_id: int) -> HttpResponse:
             "criteria": study.criteria,
             "progress": progress,
             "position": progress.done + 1,
-            "lease_expires": lease.expires_at if lease else None,
+            "lease_expires": item.lease_expires_at,  # set by next_item
             "errors": {},
         },
     )
@@ -94,8 +92,6 @@ def _submit(request: HttpRequest, study: Study) -> HttpResponse:
     public_id = request.POST.get("item", "")
     cannot = request.POST.get("cannot_judge") == "1"
     choices = {c: request.POST.get(f"choice-{i}") for i, c in enumerate(study.criteria)}
-    lease = Lease.objects.filter(item__public_id=public_id, annotator=request.user).first()
-    seconds = (timezone.now() - lease.created_at).total_seconds() if lease else 0.0
     try:
         allocation.submit(
             study,
@@ -103,7 +99,6 @@ def _submit(request: HttpRequest, study: Study) -> HttpResponse:
             public_id,
             {} if cannot else choices,
             comment=request.POST.get("comment", ""),
-            seconds=seconds,
             cannot_judge=cannot,
             cannot_judge_reason=request.POST.get("cannot_judge_reason", ""),
         )

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from pairwise import roles
 from pairwise.api import serializers as s
-from pairwise.models import Checkpoint, EvalContext, Lease, Study
+from pairwise.models import Checkpoint, EvalContext, Study
 from pairwise.services import allocation, generation, studies
 from pairwise.services.blind import blind_item
 from pairwise.services.checkpoints import resolve_checkpoint
@@ -96,12 +96,6 @@ class SubmitView(APIView):
         data = s.SubmitSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        lease = Lease.objects.filter(item__public_id=v["item"], annotator=request.user).first()
-        seconds = v.get("seconds")
-        if seconds is None and lease is not None:
-            from django.utils import timezone
-
-            seconds = (timezone.now() - lease.created_at).total_seconds()
         try:
             judgment, created = allocation.submit(
                 study,
@@ -109,7 +103,7 @@ class SubmitView(APIView):
                 v["item"],
                 v.get("choices") or {},
                 comment=v.get("comment", ""),
-                seconds=seconds or 0.0,
+                seconds=v.get("seconds"),
                 cannot_judge=v.get("cannot_judge", False),
                 cannot_judge_reason=v.get("cannot_judge_reason", ""),
             )

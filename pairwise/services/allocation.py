@@ -210,13 +210,15 @@ def submit(
     choices: dict,
     *,
     comment: str = "",
-    seconds: float = 0.0,
+    seconds: float | None = None,
     cannot_judge: bool = False,
     cannot_judge_reason: str = "",
     simulated: bool = False,
     now=None,
 ) -> tuple[Judgment, bool]:
-    """Record a judgment. Idempotent: a second submit returns the first judgment, created=False."""
+    """Record a judgment. Idempotent: a second submit returns the first judgment, created=False.
+
+    `seconds` defaults to the time since the item was leased, measured on the server."""
     clean = check_judgment(study, choices, cannot_judge=cannot_judge, reason=cannot_judge_reason)
     now = now or timezone.now()
     expired = False
@@ -242,7 +244,10 @@ def submit(
                 cannot_judge=cannot_judge,
                 cannot_judge_reason=cannot_judge_reason.strip() if cannot_judge else "",
                 comment=(comment or "").strip(),
-                seconds=max(0.0, float(seconds or 0.0)),
+                seconds=max(
+                    0.0,
+                    (now - lease.created_at).total_seconds() if seconds is None else seconds,
+                ),
                 simulated=simulated,
             )
             ComparisonItem.objects.filter(pk=item.pk).update(judgment_count=F("judgment_count") + 1)

@@ -77,25 +77,17 @@ def results_context(study: Study, *, checkpoint: str | None = None) -> dict:
     }
     if summary.get("empty"):
         return context
-    judgment_rows = [
-        r
-        for r in summary["preference"]
-        if r["denominator"] == "all" and not r["comparison"].startswith("gold")
-    ]
-    item_rows = [
-        r
-        for r in summary["preference_items"]
-        if r["denominator"] == "all" and not r["comparison"].startswith("gold")
-    ]
+
+    # gold items never reach these tables: `summarize` leaves gold judgments out
+    def rows(table: str, denominator: str) -> list[dict]:
+        return [r for r in summary[table] if r["denominator"] == denominator]
+
+    judgment_rows = rows("preference", "all")
     context.update(
         {
             "judgment_rows": judgment_rows,
-            "nontied_rows": [
-                r
-                for r in summary["preference"]
-                if r["denominator"] == "non-tied" and not r["comparison"].startswith("gold")
-            ],
-            "item_rows": item_rows,
+            "nontied_rows": rows("preference", "non-tied"),
+            "item_rows": rows("preference_items", "all"),
             "preference_svg": preference_plot(judgment_rows),
             "ranking_svg": ranking_plot(summary["ranking"]),
             "table_md": export.stats.publication_table(summary, fmt="markdown"),

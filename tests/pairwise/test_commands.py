@@ -16,36 +16,16 @@ pytestmark = pytest.mark.django_db
 ESCONV = Path(settings.EVALSITE_DATA_DIR) / "esconv" / "test.jsonl"
 
 
+IMPORT_20 = ["import_contexts", "--dataset", "esconv", "--split", "test", "--n", "20"]
+IMPORT_20 += ["--seed", "13", "--window", "6"]
+
+
 @pytest.mark.skipif(not ESCONV.exists(), reason=f"ESConv not at {ESCONV}")
 def test_import_contexts_is_idempotent_and_matches_the_dataset(capsys):
-    call_command(
-        "import_contexts",
-        "--dataset",
-        "esconv",
-        "--split",
-        "test",
-        "--n",
-        "20",
-        "--seed",
-        "13",
-        "--window",
-        "6",
-    )
+    call_command(*IMPORT_20)
     assert EvalContext.objects.count() == 20
     first = list(EvalContext.objects.order_by("pk").values_list("dialogue_id", "turn_index"))
-    call_command(
-        "import_contexts",
-        "--dataset",
-        "esconv",
-        "--split",
-        "test",
-        "--n",
-        "20",
-        "--seed",
-        "13",
-        "--window",
-        "6",
-    )
+    call_command(*IMPORT_20)
     assert "0 new, 20 already present" in capsys.readouterr().out
     assert (
         list(EvalContext.objects.order_by("pk").values_list("dialogue_id", "turn_index")) == first
