@@ -69,8 +69,7 @@ def annotate(request: HttpRequest, study_id: int) -> HttpResponse:
         return render(request, "pairwise/closed.html", {"study": study}, status=409)
     if request.method == "POST":
         return _submit(request, study)
-    item = allocation.next_item(study, request.user)
-    progress = allocation.progress(study, request.user)
+    item, progress = allocation.assign(study, request.user)
     if item is None:
         return render(request, "pairwise/done.html", {"study": study, "progress": progress})
     return render(

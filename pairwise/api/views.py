@@ -75,8 +75,7 @@ class NextItemView(APIView):
     @extend_schema(responses=s.NextItemSerializer)
     def get(self, request, study_id: int):
         study = _open_study(study_id)
-        item = allocation.next_item(study, request.user)
-        p = allocation.progress(study, request.user)
+        item, p = allocation.assign(study, request.user)
         body = {"done": item is None, "progress": {"done": p.done, "total": p.total}}
         if item is not None:
             body["item"] = blind_item(item)

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, Func, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from pairwise.models import CHOICES, ComparisonItem, Judgment, Lease, Study
+from pairwise.models import CHOICES, ComparisonItem, EvalContext, Judgment, Lease, Response, Study
 
 log = logging.getLogger(__name__)
 CANDIDATES = 8  # rows considered per attempt; more than enough for skip_locked contention
@@ -61,57 +61,221 @@ class Progress:
         return self.done >= self.total
 
 
-def _live_lease_count(now):
-    leases = (
-        Lease.objects.filter(item=OuterRef("pk"), expires_at__gt=now)
-        .values("item")
-        .annotate(c=Count("pk"))
-        .values("c")
-    )
-    return Coalesce(Subquery(leases, output_field=IntegerField()), Value(0))
+# --- SQL ------------------------------------------------------------------------------------
+# The hot path (next item, submit, progress) is written in SQL, portable between PostgreSQL and
+# SQLite: building and compiling the equivalent ORM querysets (nested subqueries) cost 5-10 ms
+# of CPU per request, several times the work the database does for them.
 
 
-def _candidates(study: Study, user, now, *, gold: bool) -> list[int]:
-    qs = ComparisonItem.objects.filter(study=study, is_gold=gold).exclude(
-        Exists(Judgment.objects.filter(item=OuterRef("pk"), annotator=user))
+class _Tables:
+    """Quoted table names, read from the models once."""
+
+    def __getattr__(self, name):
+        model = {
+            "item": ComparisonItem,
+            "judgment": Judgment,
+            "lease": Lease,
+            "context": EvalContext,
+            "response": Response,
+        }[name]
+        quoted = connection.ops.quote_name(model._meta.db_table)
+        setattr(self, name, quoted)
+        return quoted
+
+
+T = _Tables()
+
+
+def _sql(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _db_time(value) -> datetime:
+    """A datetime as the database returned it (SQLite: text in UTC) as an aware datetime."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
+
+
+_ITEM_FIELDS = (
+    "id",
+    "public_id",
+    "study_id",
+    "comparison_id",
+    "context_id",
+    "response_a_id",
+    "response_b_id",
+    "a_on_left",
+    "is_gold",
+    "judgment_count",
+)
+
+
+def _shown_columns() -> str:
+    """The item's columns, then what the annotator is shown: history, texts of A and B."""
+    return ", ".join([f"i.{f}" for f in _ITEM_FIELDS] + ["c.history", "ra.text", "rb.text"])
+
+
+def _shown_joins() -> str:
+    return (
+        f"JOIN {T.context} c ON c.id = i.context_id "
+        f"JOIN {T.response} ra ON ra.id = i.response_a_id "
+        f"JOIN {T.response} rb ON rb.id = i.response_b_id"
     )
+
+
+def _item_from_row(row) -> ComparisonItem:
+    """A ComparisonItem (other fields deferred) with its context and responses attached."""
+    values = list(row[: len(_ITEM_FIELDS)])
+    values[7], values[8] = bool(values[7]), bool(values[8])  # SQLite gives 0/1
+    item = ComparisonItem.from_db(connection.alias, _ITEM_FIELDS, values)
+    history, text_a, text_b = row[len(_ITEM_FIELDS) :]
+    history = EvalContext._meta.get_field("history").from_db_value(history, None, connection)
+    db = connection.alias
+    item.context = EvalContext.from_db(db, ("id", "history"), (item.context_id, history))
+    item.response_a = Response.from_db(db, ("id", "text"), (item.response_a_id, text_a))
+    item.response_b = Response.from_db(db, ("id", "text"), (item.response_b_id, text_b))
+    return item
+
+
+def _claim(study: Study, user, now, *, gold: bool, tried: list[int]) -> ComparisonItem | None:
+    """The best item for `user` that no one else is claiming right now, locked (PostgreSQL:
+    the item row only, skipping locked ones; SQLite needs no lock: its transactions start
+    IMMEDIATE and so run one at a time), with what the annotator is shown: one query.
+    Its capacity is checked again by `_lease`."""
+    at = connection.ops.adapt_datetimefield_value
+    where = [
+        "i.study_id = %s",
+        "i.is_gold = %s",
+        f"NOT EXISTS (SELECT 1 FROM {T.judgment} j WHERE j.item_id = i.id AND j.annotator_id = %s)",
+    ]
+    params: list = [study.pk, gold, user.pk]
     if not gold:
-        qs = (
-            qs.filter(judgment_count__lt=study.overlap_k)
-            .annotate(live=_live_lease_count(now))
-            .filter(judgment_count__lt=study.overlap_k - F("live"))
-        )
-    return list(
-        qs.order_by("judgment_count", "order_key").values_list("pk", flat=True)[:CANDIDATES]
-    )
-
-
-_SHOWN = ("context", "response_a", "response_b")  # what the annotator is shown: one query
-
-
-def _lock(pk: int) -> ComparisonItem | None:
-    qs = ComparisonItem.objects.filter(pk=pk).select_related(*_SHOWN)
+        where += [
+            "i.judgment_count < %s",
+            f"i.judgment_count + (SELECT COUNT(*) FROM {T.lease} l WHERE l.item_id = i.id"
+            " AND l.expires_at > %s) < %s",
+        ]
+        params += [study.overlap_k, at(now), study.overlap_k]
+    if tried:
+        where.append(f"i.id NOT IN ({', '.join(['%s'] * len(tried))})")
+        params += tried
+    lock = ""
     if connection.features.has_select_for_update_skip_locked:
-        # lock the item row only, not the context and responses joined in for display
-        of = ("self",) if connection.features.has_select_for_update_of else ()
-        qs = qs.select_for_update(skip_locked=True, of=of)
-    return qs.first()
+        lock = " FOR UPDATE OF i SKIP LOCKED"
+    rows = _sql(
+        f"SELECT {_shown_columns()} FROM {T.item} i {_shown_joins()} "
+        f"WHERE {' AND '.join(where)} ORDER BY i.judgment_count, i.order_key LIMIT 1{lock}",
+        params,
+    )
+    return _item_from_row(rows[0]) if rows else None
 
 
-def _wants_gold(study: Study, user) -> bool:
+def _shown_item(pk: int) -> ComparisonItem:
+    rows = _sql(f"SELECT {_shown_columns()} FROM {T.item} i {_shown_joins()} WHERE i.id = %s", [pk])
+    return _item_from_row(rows[0])
+
+
+def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
+    """Lease the locked `item` to `user` if it still has room: one statement.
+
+    Capacity (judgments + other annotators' live leases < k; gold items have no limit) is
+    checked by the INSERT itself, in a statement that starts after the item's lock was taken,
+    so it sees every lease committed before, including those `_claim`'s snapshot missed.
+    An old, expired lease of this annotator on the item is renewed in place."""
+    expires = now + timedelta(seconds=study.lease_ttl_seconds)
+    at = connection.ops.adapt_datetimefield_value
+    params = [item.pk, user.pk, at(expires), at(now)]
+    if item.is_gold:
+        room = "WHERE 1 = 1"  # no limit; SQLite needs a WHERE to tell the SELECT from ON CONFLICT
+    else:
+        room = (
+            f"WHERE %s + (SELECT COUNT(*) FROM {T.lease} WHERE item_id = %s AND expires_at > %s"
+            " AND annotator_id <> %s) < %s"
+        )
+        params += [item.judgment_count, item.pk, at(now), user.pk, study.overlap_k]
+    leased = _sql(
+        f"INSERT INTO {T.lease} (item_id, annotator_id, expires_at, created_at) "
+        f"SELECT %s, %s, %s, %s {room} "
+        "ON CONFLICT (item_id, annotator_id) DO UPDATE "
+        "SET expires_at = excluded.expires_at, created_at = excluded.created_at "
+        "RETURNING item_id",
+        params,
+    )
+    if leased:
+        item.lease_expires_at = expires
+        log.info("leased item %s to %s", item.public_id, user.username)
+    return bool(leased)
+
+
+def _state(study: Study, user, now=None) -> dict:
+    """Everything allocation needs to know about `user` in `study`, in one query: how many
+    items they judged (gold among them), how many open items there are and how many of those
+    they judged (for progress), and, when `now` is given, the item they hold a live lease on."""
+    mine = (
+        f"SELECT COUNT(*) FROM {T.judgment} j JOIN {T.item} i ON i.id = j.item_id "
+        "WHERE j.annotator_id = %s AND i.study_id = %s"
+    )
+    k = study.overlap_k
+    # open items not judged by this annotator = all open items - the open items they judged:
+    # no anti-join over the study's items
+    columns = {
+        "judged": (mine, [user.pk, study.pk]),
+        "judged_gold": (f"{mine} AND i.is_gold = %s", [user.pk, study.pk, True]),
+        "open_all": (
+            f"SELECT COUNT(*) FROM {T.item} i "
+            "WHERE i.study_id = %s AND i.is_gold = %s AND i.judgment_count < %s",
+            [study.pk, False, k],
+        ),
+        "open_mine": (
+            f"{mine} AND i.is_gold = %s AND i.judgment_count < %s",
+            [user.pk, study.pk, False, k],
+        ),
+    }
+    if now is not None:
+        columns["held_item"] = (
+            f"SELECT l.item_id FROM {T.lease} l JOIN {T.item} i ON i.id = l.item_id "
+            "WHERE l.annotator_id = %s AND i.study_id = %s AND l.expires_at > %s AND NOT EXISTS "
+            f"(SELECT 1 FROM {T.judgment} j WHERE j.item_id = l.item_id AND j.annotator_id = %s)"
+            " ORDER BY l.created_at LIMIT 1",
+            [user.pk, study.pk, connection.ops.adapt_datetimefield_value(now), user.pk],
+        )
+    sql = ", ".join(f"({q}) AS {name}" for name, (q, _) in columns.items())
+    params = [p for _, ps in columns.values() for p in ps]
+    (row,) = _sql(f"SELECT {sql}", params)
+    return dict(zip(columns, row, strict=True))
+
+
+def _progress(study: Study, state: dict) -> Progress:
+    judged = state["judged"]
+    total = judged + state["open_all"] - state["open_mine"]
+    if study.quota_per_annotator is not None:
+        total = min(total, study.quota_per_annotator)
+    return Progress(done=judged, total=max(total, judged))
+
+
+def _wants_gold(study: Study, state: dict) -> bool:
     """Keep each annotator's share of gold items at the study's gold_share, deterministically."""
     if study.gold_share <= 0:
         return False
-    done = Judgment.objects.filter(item__study=study, annotator=user).aggregate(
-        all=Count("pk"), gold=Count("pk", filter=Q(item__is_gold=True))
-    )
-    return done["gold"] < round(study.gold_share * (done["all"] + 1))
+    return state["judged_gold"] < round(study.gold_share * (state["judged"] + 1))
 
 
-def next_item(study: Study, user, *, now=None) -> ComparisonItem | None:
-    """The item this annotator should judge next, leased to them; None when they are done.
+class Assignment(NamedTuple):
+    item: ComparisonItem | None  # None: nothing is left for this annotator
+    progress: Progress
 
-    The item comes with its context and responses loaded, and `lease_expires_at` set."""
+
+def assign(study: Study, user, *, now=None) -> Assignment:
+    """The item this annotator should judge next, leased to them, with their progress.
+
+    The item comes with its context and responses loaded, and `lease_expires_at` set.
+    Queries: the annotator's state (progress, quota, gold share, held lease), then per
+    attempt one claim and one lease statement; the first attempt almost always succeeds."""
     if study.status != Study.Status.OPEN:
         raise StudyNotOpen(f"study {study.pk} is {study.status}, not open")
     now = now or timezone.now()
@@ -123,52 +287,29 @@ def next_item(study: Study, user, *, now=None) -> ComparisonItem | None:
             # (only when this is the whole transaction, so a caller's writes are unaffected).
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        held = (
-            Lease.objects.filter(annotator=user, item__study=study, expires_at__gt=now)
-            .exclude(Exists(Judgment.objects.filter(item=OuterRef("item"), annotator=user)))
-            .order_by("created_at")
-            .values_list("item_id", "expires_at")
-            .first()
-        )
-        if held is not None:
-            item = ComparisonItem.objects.select_related(*_SHOWN).get(pk=held[0])
-            item.lease_expires_at = held[1]
-            return item
-        if study.quota_per_annotator is not None:
-            done = Judgment.objects.filter(item__study=study, annotator=user).count()
-            if done >= study.quota_per_annotator:
-                return None
-        order = [True, False] if _wants_gold(study, user) else [False]
-        for gold in order:
-            for pk in _candidates(study, user, now, gold=gold):
-                item = _try_lease(study, user, pk, now)
-                if item is not None:
-                    return item
-    return None
+        state = _state(study, user, now)
+        progress = _progress(study, state)
+        if state["held_item"] is not None:  # a reload: the same item again
+            item = _shown_item(state["held_item"])
+            item.lease_expires_at = Lease.objects.get(item=item, annotator=user).expires_at
+            return Assignment(item, progress)
+        if study.quota_per_annotator is not None and state["judged"] >= study.quota_per_annotator:
+            return Assignment(None, progress)
+        for gold in [True, False] if _wants_gold(study, state) else [False]:
+            tried: list[int] = []
+            while len(tried) < CANDIDATES:
+                item = _claim(study, user, now, gold=gold, tried=tried)
+                if item is None:
+                    break
+                if _lease(study, user, item, now):
+                    return Assignment(item, progress)
+                tried.append(item.pk)  # filled up since the claim's snapshot: next one
+    return Assignment(None, progress)
 
 
-def _try_lease(study: Study, user, pk: int, now) -> ComparisonItem | None:
-    """Lease item `pk` to `user` if it is free and has room; call inside a transaction."""
-    item = _lock(pk)
-    if item is None:
-        return None  # another annotator holds its lock right now
-    if not item.is_gold:
-        live = Lease.objects.filter(item=item, expires_at__gt=now).exclude(annotator=user).count()
-        if item.judgment_count + live >= study.overlap_k:
-            return None
-    # One statement: insert, or renew this annotator's old (expired) lease on the item.
-    lease = Lease(
-        item=item, annotator=user, expires_at=now + timedelta(seconds=study.lease_ttl_seconds)
-    )
-    Lease.objects.bulk_create(
-        [lease],
-        update_conflicts=True,
-        unique_fields=["item", "annotator"],
-        update_fields=["expires_at", "created_at"],
-    )
-    item.lease_expires_at = lease.expires_at
-    log.info("leased item %s to %s", item.public_id, user.username)
-    return item
+def next_item(study: Study, user, *, now=None) -> ComparisonItem | None:
+    """The item this annotator should judge next, leased to them; None when they are done."""
+    return assign(study, user, now=now).item
 
 
 def take(study: Study, user, item: ComparisonItem, *, now=None) -> bool:
@@ -178,7 +319,13 @@ def take(study: Study, user, item: ComparisonItem, *, now=None) -> bool:
     with transaction.atomic():
         if Judgment.objects.filter(item=item, annotator=user).exists():
             return False
-        return _try_lease(study, user, item.pk, now or timezone.now()) is not None
+        skip = connection.features.has_select_for_update_skip_locked
+        lock = " FOR UPDATE SKIP LOCKED" if skip else ""
+        rows = _sql(f"SELECT id FROM {T.item} WHERE id = %s{lock}", [item.pk])
+        if not rows:
+            return False  # another annotator holds its lock right now
+        locked = ComparisonItem.objects.get(pk=item.pk)
+        return _lease(study, user, locked, now or timezone.now())
 
 
 def check_judgment(
@@ -223,22 +370,32 @@ def submit(
     now = now or timezone.now()
     expired = False
     with transaction.atomic():
-        qs = ComparisonItem.objects.filter(study=study, public_id=public_id)
-        if connection.features.has_select_for_update:
-            qs = qs.select_for_update()
-        item = qs.first()
-        if item is None:
+        # the item, locked, with this annotator's judgment and lease on it: one query
+        lease = f"SELECT {{}} FROM {T.lease} l WHERE l.item_id = i.id AND l.annotator_id = %s"
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        rows = _sql(
+            f"SELECT i.id, i.is_gold, (SELECT j.id FROM {T.judgment} j WHERE j.item_id = i.id "
+            f"AND j.annotator_id = %s), ({lease.format('l.expires_at')}), "
+            f"({lease.format('l.created_at')}) FROM {T.item} i "
+            f"WHERE i.study_id = %s AND i.public_id = %s{lock}",
+            [user.pk, user.pk, user.pk, study.pk, public_id],
+        )
+        if not rows:
             raise ItemNotFound(f"no item {public_id!r} in this study")
-        existing = Judgment.objects.filter(item=item, annotator=user).first()
-        if existing is not None:
-            return existing, False
-        lease = Lease.objects.filter(item=item, annotator=user).first()
-        if lease is None or lease.expires_at <= now:
-            Lease.objects.filter(item=item, annotator=user).delete()
+        item_id, _, judged, lease_expires, leased_at = rows[0]
+        if judged is not None:
+            return Judgment.objects.get(pk=judged), False
+        drop_lease = (
+            f"DELETE FROM {T.lease} WHERE item_id = %s AND annotator_id = %s",
+            [item_id, user.pk],
+        )
+        if lease_expires is None or _db_time(lease_expires) <= now:
+            if lease_expires is not None:
+                _sql(*drop_lease)
             expired = True
         else:
             judgment = Judgment.objects.create(
-                item=item,
+                item_id=item_id,
                 annotator=user,
                 choices=clean,
                 cannot_judge=cannot_judge,
@@ -246,12 +403,13 @@ def submit(
                 comment=(comment or "").strip(),
                 seconds=max(
                     0.0,
-                    (now - lease.created_at).total_seconds() if seconds is None else seconds,
+                    (now - _db_time(leased_at)).total_seconds() if seconds is None else seconds,
                 ),
                 simulated=simulated,
             )
-            ComparisonItem.objects.filter(pk=item.pk).update(judgment_count=F("judgment_count") + 1)
-            lease.delete()
+            count = f"UPDATE {T.item} SET judgment_count = judgment_count + 1 WHERE id = %s"
+            _sql(count, [item_id])
+            _sql(*drop_lease)
     if expired:
         raise LeaseExpired(
             "Your time on this item ran out and it was handed back; your answer was not saved. "
@@ -261,34 +419,9 @@ def submit(
     return judgment, True
 
 
-def _count(qs) -> Subquery:
-    """COUNT(*) of `qs` as a scalar subquery (no GROUP BY)."""
-    counted = qs.order_by().annotate(n=Func(Value(1), function="COUNT")).values("n")
-    return Subquery(counted, output_field=IntegerField())
-
-
 def progress(study: Study, user) -> Progress:
     """How many items this annotator has judged, out of how many they can be given in all."""
-    # One query, and no anti-join over the study's items: open items not judged by this
-    # annotator = all open items - the open items this annotator judged.
-    mine = Judgment.objects.filter(item__study=study, annotator=user)
-    open_q = Q(is_gold=False, judgment_count__lt=study.overlap_k)
-    judged, open_all, open_mine = (
-        Study.objects.filter(pk=study.pk)
-        .annotate(
-            judged=_count(mine),
-            open_all=_count(ComparisonItem.objects.filter(open_q, study=study)),
-            open_mine=_count(
-                mine.filter(item__is_gold=False, item__judgment_count__lt=study.overlap_k)
-            ),
-        )
-        .values_list("judged", "open_all", "open_mine")
-        .get()
-    )
-    total = judged + open_all - open_mine
-    if study.quota_per_annotator is not None:
-        total = min(total, study.quota_per_annotator)
-    return Progress(done=judged, total=max(total, judged))
+    return _progress(study, _state(study, user))
 
 
 def reclaim_expired(now=None) -> int:

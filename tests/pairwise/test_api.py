@@ -98,12 +98,42 @@ def test_roles_are_enforced(ann_client, res_client):
     assert APIClient().get("/api/studies/").status_code in (401, 403)
 
 
-def test_token_authentication_works():
-    user = annotator(username="tok-ann")
-    token = Token.objects.create(user=user)
+def _token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    assert client.get("/api/annotator/studies/").status_code == 200
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def test_token_authentication_and_roles(django_assert_num_queries):
+    from django.contrib.auth.models import Group
+
+    user = annotator(username="tok-ann")
+    client = _token_client(user)
+    with django_assert_num_queries(3):  # token with its user, the roles, the studies
+        assert client.get("/api/annotator/studies/").status_code == 200
+    # roles are read on every request, never remembered across them
+    user.groups.remove(Group.objects.get(name="annotator"))
+    assert client.get("/api/annotator/studies/").status_code == 403
+    user.groups.add(Group.objects.get(name="researcher"))
+    assert client.get("/api/studies/").status_code == 200
+    assert (
+        _token_client(researcher(username="tok-res")).get("/api/annotator/studies/").status_code
+        == 403
+    )
+
+
+def test_bad_or_inactive_tokens_are_refused():
+    user = annotator(username="tok-off")
+    client = _token_client(user)
+    user.is_active = False
+    user.save()
+    r = client.get("/api/annotator/studies/")
+    # 403, not 401: DRF answers 401 only when the first scheme (session) names a challenge
+    assert r.status_code == 403 and "inactive" in r.json()["detail"]
+    stranger = APIClient()
+    stranger.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    r = stranger.get("/api/annotator/studies/")
+    assert r.status_code == 403 and r.json()["detail"] == "Invalid token."
 
 
 @pytest.mark.django_db(transaction=True)
