@@ -13,6 +13,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 DEFAULT_CRITERIA = ["Fluency", "Identification", "Comforting", "Suggestion", "Overall"]
 CHOICES = ("left", "right", "tie")
@@ -137,6 +139,13 @@ class Study(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    open_items = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Non-gold items with fewer than k judgments, kept by the allocator for "
+        "annotators' progress; empty means 'count again'",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -144,6 +153,14 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        # Never write back a count read earlier (it may have moved since): a save makes the
+        # allocator count again, which also covers a change of overlap_k.
+        self.open_items = None
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "open_items"}
+        super().save(*args, **kwargs)
 
     @property
     def annotator_title(self) -> str:
@@ -334,3 +351,14 @@ class TaskProbe(models.Model):
 
     def __str__(self) -> str:
         return self.marker
+
+
+def forget_open_items(study_id: int) -> None:
+    """Items were added, removed or recounted outside the allocator: count them again."""
+    Study.objects.filter(pk=study_id).update(open_items=None)
+
+
+@receiver([post_save, post_delete], sender=ComparisonItem)
+def _items_changed(sender, instance, created=True, **kwargs):
+    if created:
+        forget_open_items(instance.study_id)

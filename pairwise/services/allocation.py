@@ -77,6 +77,7 @@ class _Tables:
             "lease": Lease,
             "context": EvalContext,
             "response": Response,
+            "study": Study,
         }[name]
         quoted = connection.ops.quote_name(model._meta.db_table)
         setattr(self, name, quoted)
@@ -226,11 +227,7 @@ def _state(study: Study, user, now=None) -> dict:
     columns = {
         "judged": (mine, [user.pk, study.pk]),
         "judged_gold": (f"{mine} AND i.is_gold = %s", [user.pk, study.pk, True]),
-        "open_all": (
-            f"SELECT COUNT(*) FROM {T.item} i "
-            "WHERE i.study_id = %s AND i.is_gold = %s AND i.judgment_count < %s",
-            [study.pk, False, k],
-        ),
+        "open_all": (f"SELECT open_items FROM {T.study} WHERE id = %s", [study.pk]),
         "open_mine": (
             f"{mine} AND i.is_gold = %s AND i.judgment_count < %s",
             [user.pk, study.pk, False, k],
@@ -247,7 +244,28 @@ def _state(study: Study, user, now=None) -> dict:
     sql = ", ".join(f"({q}) AS {name}" for name, (q, _) in columns.items())
     params = [p for _, ps in columns.values() for p in ps]
     (row,) = _sql(f"SELECT {sql}", params)
-    return dict(zip(columns, row, strict=True))
+    state = dict(zip(columns, row, strict=True))
+    if state["open_all"] is None:
+        state["open_all"] = _count_open_items(study)
+    return state
+
+
+def _count_open_items(study: Study) -> int:
+    """Count the study's open items again and keep the count (Study.open_items), which
+    `submit` then keeps current: progress costs no scan of the study's items.
+
+    The study row is locked first, so a submit that completes an item either committed
+    before the count (which sees it) or decrements after the count is written."""
+    with transaction.atomic():
+        if connection.features.has_select_for_update:
+            _sql(f"SELECT id FROM {T.study} WHERE id = %s FOR UPDATE", [study.pk])
+        ((n,),) = _sql(
+            f"SELECT COUNT(*) FROM {T.item} "
+            "WHERE study_id = %s AND is_gold = %s AND judgment_count < %s",
+            [study.pk, False, study.overlap_k],
+        )
+        _sql(f"UPDATE {T.study} SET open_items = %s WHERE id = %s", [n, study.pk])
+    return n
 
 
 def _progress(study: Study, state: dict) -> Progress:
@@ -374,7 +392,8 @@ def submit(
         lease = f"SELECT {{}} FROM {T.lease} l WHERE l.item_id = i.id AND l.annotator_id = %s"
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         rows = _sql(
-            f"SELECT i.id, i.is_gold, (SELECT j.id FROM {T.judgment} j WHERE j.item_id = i.id "
+            f"SELECT i.id, i.is_gold, i.judgment_count, (SELECT j.id FROM {T.judgment} j "
+            "WHERE j.item_id = i.id "
             f"AND j.annotator_id = %s), ({lease.format('l.expires_at')}), "
             f"({lease.format('l.created_at')}) FROM {T.item} i "
             f"WHERE i.study_id = %s AND i.public_id = %s{lock}",
@@ -382,7 +401,7 @@ def submit(
         )
         if not rows:
             raise ItemNotFound(f"no item {public_id!r} in this study")
-        item_id, _, judged, lease_expires, leased_at = rows[0]
+        item_id, is_gold, judgment_count, judged, lease_expires, leased_at = rows[0]
         if judged is not None:
             return Judgment.objects.get(pk=judged), False
         drop_lease = (
@@ -409,6 +428,10 @@ def submit(
             )
             count = f"UPDATE {T.item} SET judgment_count = judgment_count + 1 WHERE id = %s"
             _sql(count, [item_id])
+            if not is_gold and judgment_count + 1 == study.overlap_k:  # the item is complete
+                # NULL (not counted yet) stays NULL
+                closed = f"UPDATE {T.study} SET open_items = open_items - 1 WHERE id = %s"
+                _sql(closed, [study.pk])
             _sql(*drop_lease)
     if expired:
         raise LeaseExpired(

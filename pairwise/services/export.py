@@ -26,6 +26,7 @@ from pairwise.models import (
     Response,
     Study,
     System,
+    forget_open_items,
 )
 from pairwise.services import stats
 from pairwise.services.longformat import LONG_COLUMNS, read_long, validate_long
@@ -246,6 +247,7 @@ def import_judgments(path: str | Path) -> dict:
                 ComparisonItem.objects.filter(pk=item.pk).update(
                     judgment_count=Judgment.objects.filter(item=item).count()
                 )
+            forget_open_items(study.pk)
     log.info("imported %s from %s", counts, path)
     return counts
 

@@ -19,6 +19,7 @@ from pairwise.models import (
     Response,
     Study,
     System,
+    forget_open_items,
 )
 from pairwise.services.sampling import sampling_key
 
@@ -89,6 +90,7 @@ def build_items(study: Study) -> int:
                 )
                 for ctx, side in zip(new, sides, strict=True)
             )
+            forget_open_items(study.pk)
             made += len(new)
             log.info("study %s: %d new items for %s", study.pk, len(new), comparison)
     return made

@@ -162,6 +162,9 @@ def _assert_invariants(study: Study) -> None:
         assert per_item[item.pk] == K, f"item {item.pk}: {per_item[item.pk]} judgments"
         assert distinct[item.pk] == K, f"item {item.pk}: {distinct[item.pk]} annotators"
         assert item.judgment_count == per_item[item.pk]
+    # the open-item count the allocator keeps for progress survived the concurrent submits
+    kept = Study.objects.get(pk=study.pk).open_items
+    assert kept == items.filter(judgment_count__lt=K).count()
     pairs = Counter(judgments.values_list("item_id", "annotator_id"))
     assert max(pairs.values()) == 1, "an annotator judged an item twice"
     assert not Lease.objects.filter(item__study=study, expires_at__gt=timezone.now()).exists()

@@ -5,10 +5,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pairwise.models import ComparisonItem, Judgment, Lease, Study
+from pairwise.models import ComparisonItem, Judgment, Lease, Response, Study
 from pairwise.services import allocation
-from pairwise.services.items import add_gold_items
-from tests.factories import make_study
+from pairwise.services.items import add_gold_items, build_items
+from pairwise.services.sampling import sampling_key
+from tests.factories import EvalContextFactory, make_study
 
 pytestmark = pytest.mark.django_db
 
@@ -139,6 +140,49 @@ def test_progress_counts_done_of_available(annotators):
     item = allocation.next_item(study, b)
     allocation.submit(study, b, item.public_id, ALL_LEFT)
     assert (allocation.progress(study, a).done, allocation.progress(study, a).total) == (0, 3)
+
+
+def _open_items(study) -> int:
+    return study.items.filter(is_gold=False, judgment_count__lt=study.overlap_k).count()
+
+
+def test_the_open_item_count_is_kept_by_submit_and_counted_again_when_forgotten(annotators):
+    study, checkpoints, _ = make_study(n_contexts=4, systems=("CARE", "ESConv", "AugESC"), k=2)
+    add_gold_items(study, 2)
+    a, b, c = annotators[:3]
+    assert allocation.progress(study, a).total == 8  # counted once, then kept
+    assert Study.objects.get(pk=study.pk).open_items == 8
+    for user in (a, b, c):
+        while (item := allocation.next_item(study, user)) is not None:
+            allocation.submit(study, user, item.public_id, ALL_LEFT)
+            kept = Study.objects.get(pk=study.pk).open_items
+            assert kept == _open_items(study), "submit must keep the count exact"
+    assert Study.objects.get(pk=study.pk).open_items == 0
+    # A change of k goes through Study.save, which forgets the count: 8 items open again.
+    study.overlap_k = 3
+    study.save(update_fields=["overlap_k"])
+    assert Study.objects.get(pk=study.pk).open_items is None
+    d = annotators[3]
+    assert allocation.progress(study, d).total == 8 == _open_items(study)
+    assert Study.objects.get(pk=study.pk).open_items == 8
+    # New items (a new context's replies after a requeue) forget it too.
+    allocation.progress(study, d)
+    context = EvalContextFactory()
+    study.contexts.add(context)
+    for checkpoint in checkpoints:
+        Response.objects.create(
+            checkpoint=checkpoint,
+            context=context,
+            sampling_key=sampling_key(study.sampling),
+            text="a late reply",
+            parse_status=Response.ParseStatus.NO_REASONING,
+        )
+    assert build_items(study) == 2
+    assert Study.objects.get(pk=study.pk).open_items is None
+    assert allocation.progress(study, d).total == 10 == _open_items(study)
+    # So does a deleted item.
+    study.items.filter(is_gold=False, judgment_count=0).first().delete()
+    assert allocation.progress(study, d).total == 9 == _open_items(study)
 
 
 def test_closed_study_hands_out_nothing(annotators):
