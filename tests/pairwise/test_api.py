@@ -109,7 +109,7 @@ def test_token_authentication_and_roles(django_assert_num_queries):
 
     user = annotator(username="tok-ann")
     client = _token_client(user)
-    with django_assert_num_queries(3):  # token with its user, the roles, the studies
+    with django_assert_num_queries(2):  # token with its user and roles, then the studies
         assert client.get("/api/annotator/studies/").status_code == 200
     # roles are read on every request, never remembered across them
     user.groups.remove(Group.objects.get(name="annotator"))
