@@ -68,6 +68,12 @@ if _db["ENGINE"].endswith("sqlite3"):
 else:
     _db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     _db["CONN_HEALTH_CHECKS"] = True
+    # Prepared statements: psycopg binds parameters on the server and prepares a statement a
+    # connection has run twice, so PostgreSQL stops re-planning the allocator's queries on every
+    # request (half its CPU per annotator request; bench/RESULTS.md). Set DB_PREPARE=0 behind a
+    # connection pooler in transaction mode (PgBouncer before 1.21), which cannot keep them.
+    if env.bool("DB_PREPARE", default=True):
+        _db["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 2}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -58,6 +58,26 @@ def test_annotator_flow_next_submit_progress(ann_client):
     assert ann_client.get(f"{base}/progress/").json() == {"done": 2, "total": 2}
 
 
+def test_next_item_answers_in_the_documented_shape(ann_client):
+    """The view builds its JSON by hand (for speed): hold it to NextItemSerializer, the schema."""
+    from pairwise.api.serializers import NextItemSerializer
+
+    study, _, _ = make_study(n_contexts=1, k=1)
+    base = f"/api/annotator/studies/{study.pk}"
+    body = ann_client.get(f"{base}/next/").json()
+    documented = NextItemSerializer(data=body)
+    assert documented.is_valid(), documented.errors
+    assert set(body) == set(NextItemSerializer().fields)
+    assert set(body["item"]) == {"id", "history", "left", "right"}
+    assert body["lease_expires_at"].endswith("Z")  # as DRF's DateTimeField writes it
+    item = body["item"]["id"]
+    ties = {c: "tie" for c in study.criteria}
+    ann_client.post(f"{base}/judgments/", {"item": item, "choices": ties}, format="json")
+    done = ann_client.get(f"{base}/next/").json()
+    assert done == {"done": True, "progress": {"done": 1, "total": 1}}
+    assert NextItemSerializer(data=done).is_valid()
+
+
 def test_validation_errors_are_json_naming_the_field(ann_client):
     study, _, _ = make_study(n_contexts=1)
     base = f"/api/annotator/studies/{study.pk}"
