@@ -5,8 +5,8 @@ Annotator responses are built from `blind_item` only. Errors are JSON naming the
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.shortcuts import get_object_or_404
+from django.db import connection, transaction
+from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -46,7 +46,14 @@ def _field_error(exc: Exception) -> ValidationError:
 
 
 def _open_study(study_id: int) -> Study:
-    return get_object_or_404(Study, pk=study_id, status=Study.Status.OPEN)
+    """The open study, or 404. In SQL: every annotator request asks, and building the ORM's
+    query cost more CPU than the database spends answering it."""
+    table = connection.ops.quote_name(Study._meta.db_table)
+    sql = f"SELECT * FROM {table} WHERE id = %s AND status = %s"
+    found = list(Study.objects.raw(sql, [study_id, Study.Status.OPEN.value]))
+    if not found:
+        raise Http404("No open study with that id.")
+    return found[0]
 
 
 class AnnotatorStudiesView(APIView):

@@ -213,10 +213,12 @@ def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
     return bool(leased)
 
 
-def _state(study: Study, user, now=None) -> dict:
+def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
     """Everything allocation needs to know about `user` in `study`, in one query: how many
     items they judged (gold among them), how many open items there are and how many of those
-    they judged (for progress), and, when `now` is given, the item they hold a live lease on."""
+    they judged (for progress), and, when `now` is given, the item they hold a live lease on.
+    `lazy_commit` (PostgreSQL) also sets synchronous_commit off for this transaction, in the
+    same statement (SET LOCAL would be a round trip of its own)."""
     mine = (
         f"SELECT COUNT(*) FROM {T.judgment} j JOIN {T.item} i ON i.id = j.item_id "
         "WHERE j.annotator_id = %s AND i.study_id = %s"
@@ -241,6 +243,8 @@ def _state(study: Study, user, now=None) -> dict:
             " ORDER BY l.created_at LIMIT 1",
             [user.pk, study.pk, connection.ops.adapt_datetimefield_value(now), user.pk],
         )
+    if lazy_commit:
+        columns["_"] = ("SELECT set_config('synchronous_commit', 'off', true)", [])
     sql = ", ".join(f"({q}) AS {name}" for name, (q, _) in columns.items())
     params = [p for _, ps in columns.values() for p in ps]
     (row,) = _sql(f"SELECT {sql}", params)
@@ -299,13 +303,11 @@ def assign(study: Study, user, *, now=None) -> Assignment:
     now = now or timezone.now()
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if outermost and connection.vendor == "postgresql":
-            # A lease is not worth an fsync: one lost in a crash frees its capacity and the
-            # annotator's submit is refused as expired. Judgments still commit durably
-            # (only when this is the whole transaction, so a caller's writes are unaffected).
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        state = _state(study, user, now)
+        # A lease is not worth an fsync: one lost in a crash frees its capacity and the
+        # annotator's submit is refused as expired. Judgments still commit durably (only when
+        # this is the whole transaction, so a caller's writes are unaffected).
+        lazy_commit = outermost and connection.vendor == "postgresql"
+        state = _state(study, user, now, lazy_commit=lazy_commit)
         progress = _progress(study, state)
         if state["held_item"] is not None:  # a reload: the same item again
             item = _shown_item(state["held_item"])

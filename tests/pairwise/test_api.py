@@ -78,6 +78,14 @@ def test_next_item_answers_in_the_documented_shape(ann_client):
     assert NextItemSerializer(data=done).is_valid()
 
 
+def test_annotator_endpoints_answer_404_for_a_study_that_is_not_open(ann_client):
+    closed, _, _ = make_study(n_contexts=1, status=Study.Status.CLOSED)
+    for study_id in (closed.pk, closed.pk + 1000):
+        for path in ("next", "progress"):
+            r = ann_client.get(f"/api/annotator/studies/{study_id}/{path}/")
+            assert r.status_code == 404 and "detail" in r.json()
+
+
 def test_validation_errors_are_json_naming_the_field(ann_client):
     study, _, _ = make_study(n_contexts=1)
     base = f"/api/annotator/studies/{study.pk}"
