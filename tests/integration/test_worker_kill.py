@@ -35,8 +35,20 @@ def test_tasks_of_a_killed_worker_all_run_exactly_once(embedded_broker, workers)
         log = first.log_text()
         return _task_ids(log, "received") - _task_ids(log, "succeeded")
 
-    # kill while a task is in its 1 s sleep: received, never acknowledged
-    wait_for(cut_off, 30, interval=0.02, what="a task in flight")
+    # Kill while a task is in its 1 s sleep: received, never acknowledged. A task merely seen in
+    # flight may be at its tail (marker written, "succeeded" not logged yet: the third task is,
+    # right when the wait above ends), so wait for one that has been in flight 0.2-0.5 s.
+    first_seen: dict[str, float] = {}
+
+    def mid_sleep() -> bool:
+        now = time.monotonic()
+        for task_id in cut_off():
+            first_seen.setdefault(task_id, now)
+            if 0.2 <= now - first_seen[task_id] <= 0.5:
+                return True
+        return False
+
+    wait_for(mid_sleep, 30, interval=0.02, what="a task in the middle of its sleep")
     first.kill()
     done_before = set(TaskProbe.objects.values_list("marker", flat=True))
     in_flight = cut_off()
