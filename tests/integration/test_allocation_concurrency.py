@@ -137,8 +137,17 @@ def _run(study: Study, behaviours: list[str]) -> Run:
         for i, (user, behaviour) in enumerate(zip(users, behaviours, strict=True))
     ]
     monitor.start()
-    for t in threads:
+    # Quitters first, and alone until they have walked off with their item: started among the
+    # others, a quitter that the scheduler starves may find the study finished (or all its
+    # capacity leased) before it ever takes an item, and then abandons nothing.
+    quitters = [t for t, b in zip(threads, behaviours, strict=True) if b == "quit"]
+    for t in quitters:
         t.start()
+    for t in quitters:
+        t.join(DEADLINE)
+    for t in threads:
+        if t not in quitters:
+            t.start()
     for t in threads:
         t.join(DEADLINE + 30)
     run.stop.set()
@@ -199,3 +208,4 @@ def test_abandoned_and_late_items_are_reclaimed_under_concurrency(transactional_
     assert not Judgment.objects.filter(annotator__in=quitters).exists()
     # the quitters' items were leased to them, expired, and still got all k judgments
     assert Lease.objects.filter(annotator__in=quitters).count() == 5
+    assert run.events["leased"] >= 5 + run.events["judged"]
