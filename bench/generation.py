@@ -321,7 +321,7 @@ def _batch_generate_seconds(rows: list, batches: list) -> list[float]:
 
 def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
     """Time a study through Celery against direct ``generate`` calls on the same batches."""
-    from evalsite.embedded import ProcessGroup, start_embedded_redis
+    from evalsite.embedded import ProcessGroup, celery_worker_argv, start_embedded_redis
 
     def _stop(signum, frame):
         raise KeyboardInterrupt  # so ``finally`` stops the worker and the broker
@@ -352,24 +352,7 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
         log = var / "worker.log"
         worker = group.start(
             "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "evalsite",
-                "worker",
-                "-n",
-                "bench@%h",
-                "-Q",
-                "generation,default",
-                "--pool",
-                "solo",
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "INFO",
-            ],
+            celery_worker_argv("bench", "generation,default", "--pool", "solo"),
             env=worker_env,
             log=log,
         )

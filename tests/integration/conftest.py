@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -311,23 +310,9 @@ class Workers:
         var_dir = self.log_dir / f"var-{n}"
         var_dir.mkdir(exist_ok=True)
         pool_args = ["--pool", "solo"] if pool == "solo" else ["--pool", pool, "-c", "1"]
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "evalsite",
-            "worker",
-            "-n",
-            f"{name}@%h",
-            "-Q",
-            ",".join(queues),
-            *pool_args,
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
-        ]
+        from evalsite.embedded import celery_worker_argv
+
+        argv = celery_worker_argv(name, ",".join(queues), *pool_args)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv,

@@ -14,12 +14,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from evalsite.embedded import ProcessGroup, StartupError, port_free, start_embedded_redis
+from evalsite.embedded import (
+    ProcessGroup,
+    StartupError,
+    celery_worker_argv,
+    port_free,
+    start_embedded_redis,
+)
 from pairwise.services import health
-
-
-def celery_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "evalsite", *args]
 
 
 def start_services(
@@ -57,40 +59,21 @@ def start_services(
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
     group.start(
         "worker (default queue, beat)",
-        celery_argv(
-            "worker",
-            "-n",
-            "default@%h",
-            "-Q",
+        celery_worker_argv(
+            "default",
             "default",
             "-c",
             "2",
             "-B",
             "-s",
             str(settings.VAR_DIR / "celerybeat-schedule"),
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
         ),
         env=env,
         log=log_dir / "worker-default.log",
     )
     group.start(
         "worker (generation queue)",
-        celery_argv(
-            "worker",
-            "-n",
-            "generation@%h",
-            "-Q",
-            "generation",
-            "--pool",
-            "solo",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
-        ),
+        celery_worker_argv("generation", "generation", "--pool", "solo"),
         env=env,
         log=log_dir / "worker-generation.log",
     )
