@@ -235,14 +235,16 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
             [user.pk, study.pk, False, k],
         ),
     }
-    if now is not None:
-        columns["held_item"] = (
-            f"SELECT l.item_id FROM {T.lease} l JOIN {T.item} i ON i.id = l.item_id "
+    if now is not None:  # the oldest live lease this annotator holds on an item not judged
+        held = (
+            f"SELECT {{}} FROM {T.lease} l JOIN {T.item} i ON i.id = l.item_id "
             "WHERE l.annotator_id = %s AND i.study_id = %s AND l.expires_at > %s AND NOT EXISTS "
             f"(SELECT 1 FROM {T.judgment} j WHERE j.item_id = l.item_id AND j.annotator_id = %s)"
-            " ORDER BY l.created_at LIMIT 1",
-            [user.pk, study.pk, connection.ops.adapt_datetimefield_value(now), user.pk],
+            " ORDER BY l.created_at LIMIT 1"
         )
+        held_params = [user.pk, study.pk, connection.ops.adapt_datetimefield_value(now), user.pk]
+        columns["held_item"] = (held.format("l.item_id"), held_params)
+        columns["held_expires"] = (held.format("l.expires_at"), held_params)
     if lazy_commit:
         columns["_"] = ("SELECT set_config('synchronous_commit', 'off', true)", [])
     sql = ", ".join(f"({q}) AS {name}" for name, (q, _) in columns.items())
@@ -311,7 +313,7 @@ def assign(study: Study, user, *, now=None) -> Assignment:
         progress = _progress(study, state)
         if state["held_item"] is not None:  # a reload: the same item again
             item = _shown_item(state["held_item"])
-            item.lease_expires_at = Lease.objects.get(item=item, annotator=user).expires_at
+            item.lease_expires_at = _db_time(state["held_expires"])
             return Assignment(item, progress)
         if study.quota_per_annotator is not None and state["judged"] >= study.quota_per_annotator:
             return Assignment(None, progress)
@@ -339,12 +341,12 @@ def take(study: Study, user, item: ComparisonItem, *, now=None) -> bool:
     with transaction.atomic():
         if Judgment.objects.filter(item=item, annotator=user).exists():
             return False
-        skip = connection.features.has_select_for_update_skip_locked
-        lock = " FOR UPDATE SKIP LOCKED" if skip else ""
-        rows = _sql(f"SELECT id FROM {T.item} WHERE id = %s{lock}", [item.pk])
-        if not rows:
+        locked = ComparisonItem.objects.filter(pk=item.pk)
+        if connection.features.has_select_for_update_skip_locked:
+            locked = locked.select_for_update(skip_locked=True)
+        locked = locked.first()
+        if locked is None:
             return False  # another annotator holds its lock right now
-        locked = ComparisonItem.objects.get(pk=item.pk)
         return _lease(study, user, locked, now or timezone.now())
 
 

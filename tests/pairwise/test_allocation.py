@@ -56,8 +56,11 @@ def test_a_held_lease_is_returned_again_until_judged(annotators):
     study, _, _ = make_study(n_contexts=3)
     user = annotators[0]
     item = allocation.next_item(study, user)
-    assert allocation.next_item(study, user).pk == item.pk
-    assert Lease.objects.filter(annotator=user).count() == 1
+    again = allocation.next_item(study, user)
+    assert again.pk == item.pk
+    assert again.lease_expires_at == item.lease_expires_at  # the lease is not extended
+    assert again.lease_expires_at == Lease.objects.get(annotator=user).expires_at
+    assert [t["text"] for t in again.context.history] == [t["text"] for t in item.context.history]
 
 
 def test_live_leases_count_against_capacity(annotators):
