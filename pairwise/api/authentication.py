@@ -7,6 +7,8 @@ than the database spends on them. Same behaviour and messages as DRF's.
 
 from __future__ import annotations
 
+from functools import cache
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection
@@ -18,6 +20,7 @@ from rest_framework.authtoken.models import Token
 from pairwise import roles
 
 
+@cache
 def _sql() -> str:
     q = connection.ops.quote_name
     user_model = get_user_model()
@@ -43,5 +46,5 @@ class TokenWithRolesAuthentication(TokenAuthentication):
         user = found[0]
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        user._role_cache = {name for name in roles.ROLES if getattr(user, f"has_role_{name}")}
+        roles.remember_roles(user, [r for r in roles.ROLES if getattr(user, f"has_role_{r}")])
         return (user, Token(key=key, user=user))
