@@ -324,7 +324,10 @@ class Lease(models.Model):
 class Judgment(models.Model):
     item = models.ForeignKey(ComparisonItem, on_delete=models.PROTECT, related_name="judgments")
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="judgments",
+        db_index=False,  # judgment_by_annotator leads with it
     )
     choices = models.JSONField(default=dict, help_text="criterion -> left | right | tie")
     cannot_judge = models.BooleanField(default=False)
@@ -338,6 +341,9 @@ class Judgment(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="uniq_judgment")]
+        # An annotator's judgments with their items, read from the index alone: every next
+        # item counts them (allocation._state).
+        indexes = [models.Index(fields=["annotator", "item"], name="judgment_by_annotator")]
 
     def __str__(self) -> str:
         return f"judgment of item {self.item_id} by user {self.annotator_id}"

@@ -18,6 +18,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from pairwise import roles
+from pairwise.services import rows
 
 
 @cache
@@ -33,18 +34,20 @@ def _sql() -> str:
         for name in roles.ROLES
     )
     return (
-        f"SELECT u.*, {has_role} FROM {tokens} t JOIN {users} u ON u.id = t.user_id "
+        f"SELECT {rows.columns(user_model, 'u')}, {has_role} FROM {tokens} t "
+        f"JOIN {users} u ON u.id = t.user_id "
         "WHERE t.key = %s"
     )
 
 
 class TokenWithRolesAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key):
-        found = list(get_user_model().objects.raw(_sql(), [*roles.ROLES, key]))
+        found = rows.fetch(_sql(), [*roles.ROLES, key])
         if not found:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        user = found[0]
+        user = rows.instance(get_user_model(), found[0])
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        roles.remember_roles(user, [r for r in roles.ROLES if getattr(user, f"has_role_{r}")])
+        has_role = found[0][-len(roles.ROLES) :]
+        roles.remember_roles(user, [r for r, yes in zip(roles.ROLES, has_role, strict=True) if yes])
         return (user, Token(key=key, user=user))

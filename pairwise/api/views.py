@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from pairwise import roles
 from pairwise.api import serializers as s
 from pairwise.models import Checkpoint, EvalContext, Study
-from pairwise.services import allocation, generation, studies
+from pairwise.services import allocation, generation, rows, studies
 from pairwise.services.blind import blind_item
 from pairwise.services.checkpoints import resolve_checkpoint
 
@@ -49,11 +49,13 @@ def _open_study(study_id: int) -> Study:
     """The open study, or 404. In SQL: every annotator request asks, and building the ORM's
     query cost more CPU than the database spends answering it."""
     table = connection.ops.quote_name(Study._meta.db_table)
-    sql = f"SELECT * FROM {table} WHERE id = %s AND status = %s"
-    found = list(Study.objects.raw(sql, [study_id, Study.Status.OPEN.value]))
+    found = rows.fetch(
+        f"SELECT {rows.columns(Study, 's')} FROM {table} s WHERE s.id = %s AND s.status = %s",
+        [study_id, Study.Status.OPEN.value],
+    )
     if not found:
         raise Http404("No open study with that id.")
-    return found[0]
+    return rows.instance(Study, found[0])
 
 
 class AnnotatorStudiesView(APIView):

@@ -218,38 +218,43 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
     items they judged (gold among them), how many open items there are and how many of those
     they judged (for progress), and, when `now` is given, the item they hold a live lease on.
     `lazy_commit` (PostgreSQL) also sets synchronous_commit off for this transaction, in the
-    same statement (SET LOCAL would be a round trip of its own)."""
-    mine = (
-        f"SELECT COUNT(*) FROM {T.judgment} j JOIN {T.item} i ON i.id = j.item_id "
-        "WHERE j.annotator_id = %s AND i.study_id = %s"
-    )
+    same statement (SET LOCAL would be a round trip of its own).
+
+    The annotator's judgments are read once (three counts in one pass): the cost grows with
+    how many items they judged in this study, never with the study's size."""
     k = study.overlap_k
     # open items not judged by this annotator = all open items - the open items they judged:
     # no anti-join over the study's items
-    columns = {
-        "judged": (mine, [user.pk, study.pk]),
-        "judged_gold": (f"{mine} AND i.is_gold = %s", [user.pk, study.pk, True]),
-        "open_all": (f"SELECT open_items FROM {T.study} WHERE id = %s", [study.pk]),
+    counts = {
+        "judged": ("COUNT(*)", []),
+        "judged_gold": ("COALESCE(SUM(CASE WHEN i.is_gold = %s THEN 1 ELSE 0 END), 0)", [True]),
         "open_mine": (
-            f"{mine} AND i.is_gold = %s AND i.judgment_count < %s",
-            [user.pk, study.pk, False, k],
+            "COALESCE(SUM(CASE WHEN i.is_gold = %s AND i.judgment_count < %s "
+            "THEN 1 ELSE 0 END), 0)",
+            [False, k],
         ),
     }
+    others = {"open_all": (f"(SELECT open_items FROM {T.study} WHERE id = %s)", [study.pk])}
     if now is not None:  # the oldest live lease this annotator holds on an item not judged
         held = (
-            f"SELECT {{}} FROM {T.lease} l JOIN {T.item} i ON i.id = l.item_id "
-            "WHERE l.annotator_id = %s AND i.study_id = %s AND l.expires_at > %s AND NOT EXISTS "
-            f"(SELECT 1 FROM {T.judgment} j WHERE j.item_id = l.item_id AND j.annotator_id = %s)"
-            " ORDER BY l.created_at LIMIT 1"
+            f"(SELECT {{}} FROM {T.lease} l JOIN {T.item} li ON li.id = l.item_id "
+            "WHERE l.annotator_id = %s AND li.study_id = %s AND l.expires_at > %s AND NOT EXISTS "
+            f"(SELECT 1 FROM {T.judgment} lj WHERE lj.item_id = l.item_id "
+            "AND lj.annotator_id = %s) ORDER BY l.created_at LIMIT 1)"
         )
         held_params = [user.pk, study.pk, connection.ops.adapt_datetimefield_value(now), user.pk]
-        columns["held_item"] = (held.format("l.item_id"), held_params)
-        columns["held_expires"] = (held.format("l.expires_at"), held_params)
+        others["held_item"] = (held.format("l.item_id"), held_params)
+        others["held_expires"] = (held.format("l.expires_at"), held_params)
     if lazy_commit:
-        columns["_"] = ("SELECT set_config('synchronous_commit', 'off', true)", [])
-    sql = ", ".join(f"({q}) AS {name}" for name, (q, _) in columns.items())
+        others["_"] = ("set_config('synchronous_commit', 'off', true)", [])
+    columns = {**counts, **others}
+    select = ", ".join(f"{q} AS {name}" for name, (q, _) in columns.items())
     params = [p for _, ps in columns.values() for p in ps]
-    (row,) = _sql(f"SELECT {sql}", params)
+    (row,) = _sql(
+        f"SELECT {select} FROM {T.judgment} j JOIN {T.item} i ON i.id = j.item_id "
+        "WHERE j.annotator_id = %s AND i.study_id = %s",
+        [*params, user.pk, study.pk],
+    )
     state = dict(zip(columns, row, strict=True))
     if state["open_all"] is None:
         state["open_all"] = _count_open_items(study)
