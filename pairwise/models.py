@@ -323,6 +323,9 @@ class Lease(models.Model):
 
 class Judgment(models.Model):
     item = models.ForeignKey(ComparisonItem, on_delete=models.PROTECT, related_name="judgments")
+    # The item's study, kept on the judgment (set by save) so that an annotator's judgments in a
+    # study are found from this table's index alone: every next item counts them.
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="judgments")
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
@@ -341,12 +344,15 @@ class Judgment(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="uniq_judgment")]
-        # An annotator's judgments with their items, read from the index alone: every next
-        # item counts them (allocation._state).
-        indexes = [models.Index(fields=["annotator", "item"], name="judgment_by_annotator")]
+        indexes = [models.Index(fields=["annotator", "study"], name="judgment_by_annotator")]
 
     def __str__(self) -> str:
         return f"judgment of item {self.item_id} by user {self.annotator_id}"
+
+    def save(self, *args, **kwargs):
+        if self.study_id is None and self.item_id is not None:
+            self.study_id = self.item.study_id
+        super().save(*args, **kwargs)
 
 
 class TaskProbe(models.Model):
