@@ -1,14 +1,17 @@
 """Annotator load benchmark: 50 annotators at once against the site under gunicorn on PostgreSQL.
 
     .venv/bin/python bench/annotators.py [--quick] [--annotators 50] [--seconds 60] [--think 1]
+                                         [--history 0]
 
 Set-up (timed apart): a throwaway PostgreSQL database (``--db``, default ``bench_annotators``,
 dropped at the end) is created and migrated; a study of ``--items`` (10,000) comparison items
 (2 comparisons of 3 checkpoints, 5,000 contexts, overlap k=3) and ``--annotators`` accounts with
-DRF tokens are bulk-created. The site then runs under gunicorn (gthread, ``--workers`` x
-``--threads``) with production settings (DEBUG off) and the URLconf of
-bench/annotators_urls.py, which adds two bench-only baselines: a bare Django view (no database,
-no authentication) and a bare DRF view with the same token authentication as the API.
+DRF tokens are bulk-created; ``--history N`` gives each annotator N judgments made before the
+load (items completed by k of them, stored in random order), as after a long session. The
+site then runs under gunicorn (gthread, ``--workers`` x ``--threads``) with production
+settings (DEBUG off) and the URLconf of bench/annotators_urls.py, which adds two bench-only
+baselines: a bare Django view (no database, no authentication) and a bare DRF view with the
+same token authentication as the API.
 
 Load: every annotator is a thread with its own token and keep-alive connection, looping
 GET baseline -> GET next item -> think -> POST judgment -> think, where think is uniform in
@@ -86,6 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="mean think time (s) after each next item and each submit",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="judgments each annotator already made before the load (long sessions)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
     parser.add_argument(
@@ -132,8 +141,13 @@ def setup_django(database_url: str, var_dir: Path) -> None:
     django.setup()
 
 
-def populate(n_items: int, n_annotators: int, k: int, seed: int) -> tuple[int, list[str]]:
-    """Bulk-create the study and the annotators; return (study id, tokens)."""
+def populate(
+    n_items: int, n_annotators: int, k: int, seed: int, history: int = 0
+) -> tuple[int, list[str]]:
+    """Bulk-create the study and the annotators; return (study id, tokens).
+
+    `history`: judgments each annotator already made, on items completed by k of them, stored
+    in random order as a live site's would be."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.management import call_command
@@ -218,6 +232,15 @@ def populate(n_items: int, n_annotators: int, k: int, seed: int) -> tuple[int, l
         [get_user_model().groups.through(user_id=u.pk, group_id=group.pk) for u in users]
     )
     tokens = Token.objects.bulk_create([Token(key=Token.generate_key(), user=u) for u in users])
+    done = rng.sample(items, min(len(items), history * n_annotators // k)) if history else []
+    judgments = [
+        m.Judgment(item=item, study=study, annotator=user, choices={c: "tie" for c in CRITERIA})
+        for item in done
+        for user in rng.sample(users, k)
+    ]
+    rng.shuffle(judgments)
+    m.Judgment.objects.bulk_create(judgments, batch_size=5000)
+    m.ComparisonItem.objects.filter(pk__in=[i.pk for i in done]).update(judgment_count=k)
     with __import__("django.db", fromlist=["connection"]).connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would give a live site
     return study.pk, [t.key for t in tokens]
@@ -470,7 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         setup_django(database_url, var_dir)
         t0 = time.perf_counter()
-        study_id, tokens = populate(opts.items, opts.annotators, opts.k, opts.seed)
+        study_id, tokens = populate(
+            opts.items, opts.annotators, opts.k, opts.seed, history=opts.history
+        )
         from django.db import connections
 
         connections.close_all()
@@ -509,6 +534,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "annotators": opts.annotators,
         "items": opts.items,
+        "history": opts.history,
         "seconds": seconds,
         "think_s": opts.think,
         "server": f"gunicorn gthread {opts.workers}x{opts.threads}",
