@@ -197,6 +197,10 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_filter = ("item__study", "annotator", "simulated", "imported", "cannot_judge")
     raw_id_fields = ("item",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # a judgment stays on its item (and the item's study, kept on the judgment)
+        return ("item",) if obj is not None else ()
+
 
 @admin.register(m.TaskProbe)
 class TaskProbeAdmin(admin.ModelAdmin):

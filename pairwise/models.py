@@ -325,7 +325,9 @@ class Judgment(models.Model):
     item = models.ForeignKey(ComparisonItem, on_delete=models.PROTECT, related_name="judgments")
     # The item's study, kept on the judgment (set by save) so that an annotator's judgments in a
     # study are found from this table's index alone: every next item counts them.
-    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="judgments")
+    study = models.ForeignKey(
+        Study, on_delete=models.PROTECT, related_name="judgments", editable=False
+    )
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,

@@ -37,6 +37,7 @@ class Migration(migrations.Migration):
             model_name="judgment",
             name="study",
             field=models.ForeignKey(
+                editable=False,
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="judgments",
                 to="pairwise.study",

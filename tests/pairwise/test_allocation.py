@@ -240,3 +240,22 @@ def test_query_count_does_not_grow_with_study_size(
     # Submit: the item with this annotator's judgment and lease, insert, count, drop the lease.
     with django_assert_max_num_queries(6):
         allocation.submit(study, user, item.public_id, ALL_LEFT)
+
+
+def test_a_judgment_keeps_its_items_study_also_when_made_outside_submit(annotators, client):
+    """The state query finds judgments by Judgment.study: imports and the admin set it too."""
+    study, _, _ = make_study(n_contexts=2, k=2)
+    item = study.items.order_by("pk").first()
+    made = Judgment.objects.create(item=item, annotator=annotators[0], choices=ALL_LEFT)
+    assert made.study_id == study.pk
+    assert allocation.progress(study, annotators[0]).done == 1
+
+    from django.contrib.auth import get_user_model
+
+    boss = get_user_model().objects.create_superuser("boss", password="pw-123456")
+    client.force_login(boss)
+    add = client.get("/admin/pairwise/judgment/add/")
+    assert add.status_code == 200 and 'name="study"' not in add.content.decode()
+    change = client.get(f"/admin/pairwise/judgment/{made.pk}/change/")
+    assert change.status_code == 200
+    assert 'name="item"' not in change.content.decode()  # read-only once made
