@@ -61,11 +61,14 @@ def _usable_pairs(a, b) -> set[int]:
 
 
 def _wait_generated(study, timeout=420):
-    from pairwise.models import GenerationBatch
+    from pairwise.models import GenerationBatch, Study
 
     def done():
+        # the worker marks its batch done, then builds the items, then opens the study: wait
+        # for the last step, not the first (polling between them saw "generating")
         active = GenerationBatch.objects.filter(study=study, status__in=["pending", "running"])
-        return not active.exists()
+        generating = Study.objects.filter(pk=study.pk, status="generating").exists()
+        return not active.exists() and not generating
 
     wait_for(done, timeout, interval=0.5, what="generation batches to finish")
     failed = GenerationBatch.objects.filter(study=study, status="failed")
