@@ -201,6 +201,11 @@ class JudgmentAdmin(admin.ModelAdmin):
         # a judgment stays on its item (and the item's study, kept on the judgment)
         return ("item",) if obj is not None else ()
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:  # made here, not by submit: the item's count must include it
+            m.recount_judgments(obj.item_id)
+
 
 @admin.register(m.TaskProbe)
 class TaskProbeAdmin(admin.ModelAdmin):

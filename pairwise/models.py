@@ -11,7 +11,7 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -322,6 +322,9 @@ class Lease(models.Model):
 
 
 class Judgment(models.Model):
+    """One annotator's verdict on one item. `allocation.submit` makes them and keeps the item's
+    judgment_count; any other writer calls `recount_judgments` (a deletion does, by signal)."""
+
     item = models.ForeignKey(ComparisonItem, on_delete=models.PROTECT, related_name="judgments")
     # The item's study, kept on the judgment (set by save) so that an annotator's judgments in a
     # study are found from this table's index alone: every next item counts them.
@@ -372,7 +375,23 @@ def forget_open_items(study_id: int) -> None:
     Study.objects.filter(pk=study_id).update(open_items=None)
 
 
+def recount_judgments(item_id: int) -> None:
+    """Judgments were added or removed outside `allocation.submit` (which keeps the count itself):
+    count the item's judgments again, under its row lock, and have its study recount open items."""
+    with transaction.atomic():
+        item = ComparisonItem.objects.select_for_update().only("study_id").get(pk=item_id)
+        n = Judgment.objects.filter(item_id=item_id).count()
+        ComparisonItem.objects.filter(pk=item_id).update(judgment_count=n)
+        forget_open_items(item.study_id)
+
+
 @receiver([post_save, post_delete], sender=ComparisonItem)
 def _items_changed(sender, instance, created=True, **kwargs):
     if created:
         forget_open_items(instance.study_id)
+
+
+@receiver(post_delete, sender=Judgment)
+def _judgment_deleted(sender, instance, **kwargs):
+    # an admin (or a shell) removed a judgment: the item needs one more again
+    recount_judgments(instance.item_id)

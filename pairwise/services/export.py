@@ -27,6 +27,7 @@ from pairwise.models import (
     Study,
     System,
     forget_open_items,
+    recount_judgments,
 )
 from pairwise.services import stats
 from pairwise.services.longformat import LONG_COLUMNS, read_long, validate_long
@@ -244,9 +245,7 @@ def import_judgments(path: str | Path) -> dict:
                         },
                     )
                     counts["judgments"] += new
-                ComparisonItem.objects.filter(pk=item.pk).update(
-                    judgment_count=Judgment.objects.filter(item=item).count()
-                )
+                recount_judgments(item.pk)
             forget_open_items(study.pk)
     log.info("imported %s from %s", counts, path)
     return counts

@@ -259,3 +259,35 @@ def test_a_judgment_keeps_its_items_study_also_when_made_outside_submit(annotato
     change = client.get(f"/admin/pairwise/judgment/{made.pk}/change/")
     assert change.status_code == 200
     assert 'name="item"' not in change.content.decode()  # read-only once made
+
+
+def test_a_judgment_removed_or_added_in_the_admin_keeps_the_items_count(annotators, client):
+    """An admin deletes a bad judgment: the item needs one more, and another annotator gets it."""
+    from django.contrib.auth import get_user_model
+
+    study, _, _ = make_study(n_contexts=1, k=2)
+    a, b, c, d = annotators[:4]
+    item = study.items.get()
+    for user in (a, b):
+        allocation.submit(study, user, allocation.next_item(study, user).public_id, ALL_LEFT)
+    assert allocation.next_item(study, c) is None  # complete
+    assert Study.objects.get(pk=study.pk).open_items == 0
+
+    boss = get_user_model().objects.create_superuser("boss", password="pw-123456")
+    client.force_login(boss)
+    bad = Judgment.objects.get(item=item, annotator=b)
+    page = client.post(f"/admin/pairwise/judgment/{bad.pk}/delete/", {"post": "yes"})
+    assert page.status_code == 302 and not Judgment.objects.filter(pk=bad.pk).exists()
+    item.refresh_from_db()
+    assert item.judgment_count == 1
+    assert allocation.progress(study, c).total == 1 == _open_items(study)
+    assert allocation.next_item(study, c).pk == item.pk  # handed out again
+
+    # A judgment added by hand (say, from a paper form) counts too: the item is complete again.
+    Lease.objects.all().delete()
+    form = {"item": item.pk, "annotator": d.pk, "choices": '{"Overall": "left"}', "seconds": "0"}
+    assert client.post("/admin/pairwise/judgment/add/", form).status_code == 302
+    item.refresh_from_db()
+    assert item.judgment_count == 2
+    assert allocation.progress(study, c).total == 0 == _open_items(study)
+    assert allocation.next_item(study, c) is None
