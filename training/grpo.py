@@ -41,6 +41,7 @@ from training.sft import (
     data_fingerprint,
     final_loss,
     iter_turn_examples,
+    non_finite_guard,
     run_cli,
 )
 from training.sft import resolved_config as _resolved_config
@@ -144,6 +145,7 @@ def build_trainer(
         args=training_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
+        callbacks=[non_finite_guard()],
     )
     try:
         trainer = GRPOTrainer(**kwargs)

@@ -203,3 +203,29 @@ def test_tiny_pipeline_end_to_end(tiny_model, enriched, tmp_path):
     assert all(0.0 <= r["mean"] <= 3.0 for r in rewards.values())
     assert rl_lineage["metrics"]["global_step"] == 2
     assert rl_lineage["config"]["GRPOConfig"]["reward_weights"] == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_a_diverging_run_stops_at_once_naming_the_step(tiny_model, enriched, tmp_path):
+    """Once the loss or gradient norm is NaN, training stops with a clear error and saves no
+    checkpoint, rather than stepping on NaN weights (on a GPU, GRPO then crashed inside
+    sampling with a device-side assert). A NaN in one weight stands in for the divergence."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training import sft
+
+    broken = tmp_path / "broken"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(broken)
+    out = tmp_path / "sft"
+    named = r"step 1: (loss|grad_norm) is nan.*learning_rate"
+    with pytest.raises(sft.TrainingDiverged, match=named):
+        sft.main(
+            ["--config", str(RECIPES / "care_sft_tiny.yaml"), "--model_name_or_path", str(broken),
+             "--train_file", str(enriched), "--output_dir", str(out), "--max_steps", "5",
+             "--logging_steps", "1", "--per_device_train_batch_size", "4", "--window", "4"]
+        )  # fmt: skip
+    assert not (out / "lineage.json").exists()
