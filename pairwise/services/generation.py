@@ -168,10 +168,12 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
             for c, r, g in zip(contexts, requests, generations, strict=True)
         ]
         Response.objects.bulk_create(rows, ignore_conflicts=True)
+    # Items before `done`: a worker that dies in between leaves the batch running, and its
+    # re-run (after reconcile) finds the responses and builds what is missing.
+    build_items(study)
     GenerationBatch.objects.filter(pk=batch_id).update(
         status=GenerationBatch.Status.DONE, finished_at=timezone.now(), lease_until=None
     )
-    build_items(study)
     finish_if_generated(study)
     return GenerationBatch.Status.DONE
 
@@ -246,12 +248,17 @@ def _ancestors(checkpoint: Checkpoint) -> list[Checkpoint]:
 
 
 def mark_failed(batch_id: int, error: str) -> None:
+    """Keep the error on the batch (for a retry); if it was the study's last batch to run, the
+    study opens with what was generated, its failures shown in its progress."""
     GenerationBatch.objects.filter(pk=batch_id).update(
         status=GenerationBatch.Status.FAILED,
         error=error[:4000],
         finished_at=timezone.now(),
         lease_until=None,
     )
+    study = Study.objects.filter(batches__pk=batch_id).first()
+    if study is not None:
+        finish_if_generated(study)
 
 
 def finish_if_generated(study: Study) -> None:
@@ -287,7 +294,9 @@ def reconcile(*, now=None, worker: str = "", pending_grace: int | None = None) -
     - pending batches never enqueued, or enqueued longer than `pending_grace` seconds ago;
     - running batches whose lease ran out (their worker died or hung);
     - running batches claimed by `worker`, when that worker has just (re)started.
-    Running a batch twice is harmless, so erring towards re-enqueueing is safe.
+    Running a batch twice is harmless, so erring towards re-enqueueing is safe. A study still
+    `generating` with no batch left to run (its last worker died between marking its batch done
+    and opening it) gets its items and opens.
     """
     now = now or timezone.now()
     grace = settings.CELERY_VISIBILITY_TIMEOUT if pending_grace is None else pending_grace
@@ -304,6 +313,13 @@ def reconcile(*, now=None, worker: str = "", pending_grace: int | None = None) -
         )
         log.warning("reconcile: re-enqueueing %d batches %s", len(ids), ids[:20])
         enqueue(ids)
+    stuck = Study.objects.filter(status=Study.Status.GENERATING).exclude(batches__status__in=ACTIVE)
+    for study in stuck:
+        made = build_items(study)
+        finish_if_generated(study)
+        log.warning(
+            "reconcile: study %s had no batch left to run; %d new items, opened", study.pk, made
+        )
     return ids
 
 

@@ -11,14 +11,14 @@ from tests.factories import CheckpointFactory, EvalContextFactory, SystemFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _study(n=5, *, care_config=None, batch_size=2):
+def _study(n=5, *, care_config=None, batch_size=2, name="gen"):
     care = CheckpointFactory(
         system=SystemFactory(name="CARE"), reasoning=True, backend_config=care_config or {}
     )
     esconv = CheckpointFactory(system=SystemFactory(name="ESConv"))
     contexts = [EvalContextFactory() for _ in range(n)]
     study = studies.create_study(
-        "gen",
+        name,
         contexts=contexts,
         pairs=[(care, esconv)],
         sampling={"temperature": 0.7, "max_new_tokens": 32},
@@ -117,6 +117,18 @@ def test_permanent_failure_is_recorded_and_can_be_retried():
     assert (batch.status, batch.attempts) == ("failed", 2)
 
 
+def test_a_study_whose_last_batch_fails_still_opens():
+    study, care, esconv, _ = _study(2, care_config={"fail_every": 1, "fail_permanently": True})
+    generation.queue_study(study)  # eager: every batch has run; make the failing one run last
+    failing = GenerationBatch.objects.get(checkpoint=care)
+    GenerationBatch.objects.filter(pk=failing.pk).update(status="pending")
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.GENERATING)
+    generate_batch.delay(failing.pk)
+    study.refresh_from_db()
+    assert study.status == Study.Status.OPEN
+    assert GenerationBatch.objects.get(pk=failing.pk).status == "failed"
+
+
 def test_reconcile_requeues_lost_and_orphaned_batches():
     study, *_ = _study(2)
     with transaction.atomic():
@@ -138,6 +150,27 @@ def test_reconcile_requeues_lost_and_orphaned_batches():
     requeued = generation.reconcile(worker="generation@host")
     assert set(requeued) == {batch.pk, orphan.pk}
     assert set(GenerationBatch.objects.values_list("status", flat=True)) == {"done"}
+
+
+def test_reconcile_opens_a_study_whose_last_worker_died_before_opening_it():
+    """Every batch done, the responses stored, but the worker died before building the items
+    and opening the study: reconcile (run when a worker starts) finishes the job."""
+    study, *_ = _study(3)
+    studies.open_study(study)
+    ComparisonItem.objects.all().delete()
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.GENERATING)
+    queued_elsewhere = _study(2, name="other")[
+        0
+    ]  # generating with a batch still pending: left as it is
+    generation.queue_study(queued_elsewhere)
+    GenerationBatch.objects.filter(study=queued_elsewhere).update(status="pending")
+    Study.objects.filter(pk=queued_elsewhere.pk).update(status=Study.Status.GENERATING)
+
+    generation.reconcile(pending_grace=3600)
+    study.refresh_from_db()
+    assert study.status == Study.Status.OPEN and study.items.count() == 3
+    queued_elsewhere.refresh_from_db()
+    assert queued_elsewhere.status == Study.Status.GENERATING
 
 
 def test_generated_responses_are_scored_without_generating_again():
