@@ -261,14 +261,18 @@ def mark_failed(batch_id: int, error: str) -> None:
         finish_if_generated(study)
 
 
-def finish_if_generated(study: Study) -> None:
-    """A generating study opens for annotation when no batch is pending or running."""
+def finish_if_generated(study: Study) -> bool:
+    """A generating study opens for annotation when no batch is pending or running.
+    Returns whether this call opened it."""
     if study.status != Study.Status.GENERATING:
-        return
-    if not GenerationBatch.objects.filter(study=study, status__in=ACTIVE).exists():
+        return False
+    if GenerationBatch.objects.filter(study=study, status__in=ACTIVE).exists():
+        return False
+    return bool(
         Study.objects.filter(pk=study.pk, status=Study.Status.GENERATING).update(
             status=Study.Status.OPEN
         )
+    )
 
 
 def retry_batches(batch_ids) -> list[int]:
@@ -316,10 +320,13 @@ def reconcile(*, now=None, worker: str = "", pending_grace: int | None = None) -
     stuck = Study.objects.filter(status=Study.Status.GENERATING).exclude(batches__status__in=ACTIVE)
     for study in stuck:
         made = build_items(study)
-        finish_if_generated(study)
-        log.warning(
-            "reconcile: study %s had no batch left to run; %d new items, opened", study.pk, made
-        )
+        if finish_if_generated(study):
+            log.warning(
+                "reconcile: study %s was generating with no batch left to run: %d new items, "
+                "opened",
+                study.pk,
+                made,
+            )
     return ids
 
 
