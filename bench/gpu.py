@@ -29,21 +29,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RECIPES = REPO / "training" / "recipes"
-GPU_ARGS = ["--use_cpu", "false", "--bf16", "true"]  # the tiny recipes say CPU and fp32
+ON_GPU = ["--use_cpu", "false"]  # the tiny recipes say CPU (and fp32)
+
+from bench.training import steps_per_s  # noqa: E402 (needs REPO on sys.path)
+from training.lineage import read_lineage  # noqa: E402
 
 
-def module(name: str, *args: str) -> float:
-    """Run ``python -m name args`` and return its wall time; stop on failure."""
-    started = time.monotonic()
+def module(name: str, *args: str) -> None:
+    """Run ``python -m name args`` with its output shown; stop on failure."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, "-m", name, *args], cwd=REPO, env=env)
     if proc.returncode != 0:
         sys.exit(f"python -m {name} failed with exit status {proc.returncode}")
-    return time.monotonic() - started
 
 
 def metrics(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / "lineage.json").read_text())["metrics"]
+    return read_lineage(checkpoint)["metrics"]
 
 
 def generate(checkpoint: Path, device: str, dtype: str, n: int) -> dict:
@@ -103,14 +104,13 @@ def main() -> None:
 
     sft = ["--config", str(RECIPES / "care_sft_tiny.yaml"), "--model_name_or_path", str(tiny)]
     sft += ["--train_file", str(chains)]
-    gpu = GPU_ARGS
+    bf16 = [*ON_GPU, "--bf16", "true"]
     module(
-        "training.sft", *sft, *gpu, "--max_steps", str(a.sft_steps), "--output_dir", str(sft_gpu)
+        "training.sft", *sft, *bf16, "--max_steps", str(a.sft_steps), "--output_dir", str(sft_gpu)
     )
     module("training.sft", *sft, "--max_steps", str(a.cpu_steps), "--output_dir", str(sft_cpu))
     m_gpu, m_cpu = metrics(sft_gpu), metrics(sft_cpu)
-    sft_rate = m_gpu["global_step"] / m_gpu["train_runtime_s"]
-    cpu_rate = m_cpu["global_step"] / m_cpu["train_runtime_s"]
+    sft_rate, cpu_rate = steps_per_s(m_gpu), steps_per_s(m_cpu)
     print(
         f"SFT: GPU {sft_rate:.2f} steps/s (final loss {m_gpu['final_loss']:.3f}), "
         f"CPU {cpu_rate:.2f} steps/s",
@@ -118,16 +118,13 @@ def main() -> None:
     )
 
     rl = ["--config", str(RECIPES / "care_grpo_tiny.yaml"), "--model_name_or_path", str(sft_gpu)]
-    rl_gpu = gpu if a.grpo_bf16 else [*gpu[:2], "--bf16", "false"]  # fp32 on the GPU
+    rl_gpu = [*ON_GPU, "--bf16", "true" if a.grpo_bf16 else "false"]
     module(
         "training.grpo", *rl, *rl_gpu, "--max_steps", str(a.grpo_steps), "--output_dir", str(grpo)
     )
     m_rl = metrics(grpo)
-    rewards = m_rl.get("rewards", {})
-    print(
-        f"GRPO: {m_rl['global_step'] / m_rl['train_runtime_s']:.2f} steps/s; rewards {rewards}",
-        flush=True,
-    )
+    rewards, rl_rate = m_rl.get("rewards", {}), steps_per_s(m_rl)
+    print(f"GRPO: {rl_rate:.2f} steps/s; rewards {rewards}", flush=True)
 
     on_gpu = generate(grpo, "cuda", "bfloat16", a.contexts)
     on_cpu = generate(grpo, "cpu", "float32", a.contexts)
@@ -141,7 +138,7 @@ def main() -> None:
                 "sft_cpu_steps_per_s": round(cpu_rate, 2),
                 "sft_gpu_vs_cpu": round(sft_rate / cpu_rate, 2),
                 "sft_final_loss": round(m_gpu["final_loss"], 3),
-                "grpo_steps_per_s": round(m_rl["global_step"] / m_rl["train_runtime_s"], 2),
+                "grpo_steps_per_s": round(rl_rate, 2),
                 "grpo_reward_first": care.get("first"),
                 "grpo_reward_last": care.get("last"),
                 "gen_tokens_per_s": round(on_gpu["tokens_per_s"], 1),

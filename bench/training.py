@@ -38,7 +38,8 @@ def _run(module: str, args: list[str], log: Path) -> dict:
     return json.loads((out / "lineage.json").read_text())["metrics"]
 
 
-def _steps_per_s(metrics: dict) -> float:
+def steps_per_s(metrics: dict) -> float:
+    """Optimizer steps per second of training, from a checkpoint's lineage metrics."""
     return metrics["global_step"] / metrics["train_runtime_s"]
 
 
@@ -76,8 +77,8 @@ def main() -> None:
     ]  # fmt: skip
     plain = _run("training.grpo", [*grpo_args, "--output_dir", str(work / "plain")], work / "p.log")
     result = {
-        "sft_steps_per_s": round(_steps_per_s(sft), 4),
-        "grpo_steps_per_s": round(_steps_per_s(plain), 4),
+        "sft_steps_per_s": round(steps_per_s(sft), 4),
+        "grpo_steps_per_s": round(steps_per_s(plain), 4),
         "grpo_vllm_steps_per_s": None,
         "grpo_vllm_vs_plain": None,
     }
@@ -88,8 +89,8 @@ def main() -> None:
              "--vllm_gpu_memory_utilization", "0.3"],
             work / "v.log",
         )  # fmt: skip
-        result["grpo_vllm_steps_per_s"] = round(_steps_per_s(vllm), 4)
-        result["grpo_vllm_vs_plain"] = round(_steps_per_s(vllm) / _steps_per_s(plain), 3)
+        result["grpo_vllm_steps_per_s"] = round(steps_per_s(vllm), 4)
+        result["grpo_vllm_vs_plain"] = round(steps_per_s(vllm) / steps_per_s(plain), 3)
     except RuntimeError as exc:
         result["grpo_vllm_error"] = str(exc)
     result.update(
