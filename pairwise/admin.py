@@ -204,7 +204,7 @@ class JudgmentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:  # made here, not by submit: the item's count must include it
-            m.recount_judgments(obj.item_id)
+            m.forget_open_items(m.recount_judgments(obj.item_id))
 
 
 @admin.register(m.TaskProbe)

@@ -375,14 +375,15 @@ def forget_open_items(study_id: int) -> None:
     Study.objects.filter(pk=study_id).update(open_items=None)
 
 
-def recount_judgments(item_id: int) -> None:
+def recount_judgments(item_id: int) -> int:
     """Judgments were added or removed outside `allocation.submit` (which keeps the count itself):
-    count the item's judgments again, under its row lock, and have its study recount open items."""
+    count the item's judgments again, under its row lock. Returns the item's study id; the caller
+    then has the study recount its open items (`forget_open_items`), once for many items."""
     with transaction.atomic():
         item = ComparisonItem.objects.select_for_update().only("study_id").get(pk=item_id)
         n = Judgment.objects.filter(item_id=item_id).count()
         ComparisonItem.objects.filter(pk=item_id).update(judgment_count=n)
-        forget_open_items(item.study_id)
+    return item.study_id
 
 
 @receiver([post_save, post_delete], sender=ComparisonItem)
@@ -394,4 +395,4 @@ def _items_changed(sender, instance, created=True, **kwargs):
 @receiver(post_delete, sender=Judgment)
 def _judgment_deleted(sender, instance, **kwargs):
     # an admin (or a shell) removed a judgment: the item needs one more again
-    recount_judgments(instance.item_id)
+    forget_open_items(recount_judgments(instance.item_id))

@@ -159,9 +159,8 @@ def test_reconcile_opens_a_study_whose_last_worker_died_before_opening_it():
     studies.open_study(study)
     ComparisonItem.objects.all().delete()
     Study.objects.filter(pk=study.pk).update(status=Study.Status.GENERATING)
-    queued_elsewhere = _study(2, name="other")[
-        0
-    ]  # generating with a batch still pending: left as it is
+    # another study, generating with a batch still pending: reconcile leaves it as it is
+    queued_elsewhere = _study(2, name="other")[0]
     generation.queue_study(queued_elsewhere)
     GenerationBatch.objects.filter(study=queued_elsewhere).update(status="pending")
     Study.objects.filter(pk=queued_elsewhere.pk).update(status=Study.Status.GENERATING)
