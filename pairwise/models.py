@@ -7,6 +7,7 @@ items pair two responses with a stored left/right; annotators lease items and ju
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from django.conf import settings
@@ -26,6 +27,12 @@ def _opaque_id() -> str:
 
 def _default_criteria() -> list[str]:
     return list(DEFAULT_CRITERIA)
+
+
+def new_study_seed() -> int:
+    """A study's seed, drawn from `secrets`: sides, serving order and gold draws derive from it,
+    so neither the code nor the (small, guessable) row ids are enough to work them out."""
+    return secrets.randbits(62)
 
 
 class System(models.Model):
@@ -131,7 +138,36 @@ class Study(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     contexts = models.ManyToManyField(EvalContext, related_name="studies", blank=True)
     sampling = models.JSONField(default=dict, blank=True, help_text="SamplingParams fields")
-    seed = models.PositiveIntegerField(default=13)
+    seed = models.PositiveBigIntegerField(
+        default=new_study_seed,
+        help_text="Secret by default (drawn from `secrets`); set it to reproduce a study",
+    )
+
+    class ExposureRule(models.TextChoices):
+        RESPONSE = "response", "never the same reply twice (same row or identical text)"
+        CONTEXT = "context", "never the same dialogue twice"
+        NONE = "none", "no rule"
+
+    exposure = models.CharField(
+        max_length=10,
+        choices=ExposureRule.choices,
+        default=ExposureRule.RESPONSE,
+        help_text="What an annotator must not be shown twice while another item is left",
+    )
+    identity_patterns = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Extra regular expressions that reveal a system; the study's system names, "
+        "checkpoint folder names and backbone names are always checked",
+    )
+    allow_truncated = models.BooleanField(
+        default=False, help_text="Show replies whose generation hit the length limit"
+    )
+    gold_controls = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Control replies for gold items; empty: gold replies of unrelated contexts",
+    )
     quota_per_annotator = models.PositiveIntegerField(null=True, blank=True)
     gold_share = models.FloatField(default=0.0, help_text="Share of gold items shown (0-0.5)")
     lease_ttl_seconds = models.PositiveIntegerField(default=15 * 60)
@@ -200,6 +236,8 @@ class Response(models.Model):
         OUT_OF_ORDER = "out_of_order", "out of order"
         MALFORMED = "malformed", "malformed"
         NO_REASONING = "no_reasoning", "no reasoning"
+        UNWRAPPED = "unwrapped", "chain without <think>, reply split off"
+        TAG_LEAK = "tag_leak", "reasoning tags in the reply"
 
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="responses")
     context = models.ForeignKey(EvalContext, on_delete=models.PROTECT, related_name="responses")
@@ -210,6 +248,9 @@ class Response(models.Model):
     parse_status = models.CharField(max_length=20, choices=ParseStatus.choices)
     strategy = models.CharField(max_length=100, blank=True)
     usable = models.BooleanField(default=True, help_text="A clean reply could be taken out")
+    truncated = models.BooleanField(
+        default=False, help_text="Generation hit the length limit (finish reason 'length')"
+    )
     provenance = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -273,6 +314,10 @@ class ComparisonItem(models.Model):
     is_gold = models.BooleanField(default=False)
     judgment_count = models.PositiveIntegerField(default=0)
     order_key = models.PositiveIntegerField(help_text="Random tie-break for allocation")
+    # What the item shows, as keys of the replies' normalised texts (`text_key`): the allocator
+    # keeps an annotator from seeing the same reply twice, also as an identical text elsewhere.
+    key_a = models.BigIntegerField(default=0, editable=False)
+    key_b = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -284,10 +329,24 @@ class ComparisonItem(models.Model):
                 name="uniq_item_per_comparison_context",
             )
         ]
-        indexes = [models.Index(fields=["study", "is_gold", "judgment_count", "order_key"])]
+        indexes = [
+            models.Index(fields=["study", "is_gold", "judgment_count", "order_key"]),
+            # the allocator's walk when it prefers a side for the annotator's balance
+            models.Index(
+                fields=["study", "is_gold", "a_on_left", "judgment_count", "order_key"],
+                name="item_by_side",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"item {self.public_id}"
+
+    def save(self, *args, **kwargs):
+        if not self.key_a and self.response_a_id is not None:
+            self.key_a = text_key(self.response_a.text)
+        if not self.key_b and self.response_b_id is not None:
+            self.key_b = text_key(self.response_b.text)
+        super().save(*args, **kwargs)
 
     @property
     def left(self) -> Response:
@@ -321,6 +380,40 @@ class Lease(models.Model):
         return f"lease of item {self.item_id} to user {self.annotator_id}"
 
 
+class Exposure(models.Model):
+    """An item shown to an annotator (made with their first lease on it): what they have seen.
+
+    The allocator reads these to keep an annotator from seeing a reply (or, by the study's rule,
+    a dialogue) twice; `prior` is how many of the item's two replies they had already seen in
+    another item when it was shown (0 unless the pool was too small to avoid it)."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    item = models.ForeignKey(ComparisonItem, on_delete=models.CASCADE, related_name="exposures")
+    context = models.ForeignKey(EvalContext, on_delete=models.CASCADE, related_name="+")
+    key_a = models.BigIntegerField()
+    key_b = models.BigIntegerField()
+    a_on_left = models.BooleanField(null=True, help_text="Side of A; empty for gold items")
+    prior = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "study", "item"], name="uniq_exposure")
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "study", "key_a"], name="exposure_key_a"),
+            models.Index(fields=["annotator", "study", "key_b"], name="exposure_key_b"),
+            models.Index(fields=["annotator", "study", "context"], name="exposure_context"),
+            models.Index(fields=["study", "prior"], name="exposure_repeats"),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.item_id} shown to user {self.annotator_id}"
+
+
 class Judgment(models.Model):
     """One annotator's verdict on one item. `allocation.submit` makes them and keeps the item's
     judgment_count; any other writer calls `recount_judgments` (a deletion does, by signal)."""
@@ -341,7 +434,15 @@ class Judgment(models.Model):
     cannot_judge = models.BooleanField(default=False)
     cannot_judge_reason = models.TextField(blank=True)
     comment = models.TextField(blank=True)
-    seconds = models.FloatField(default=0.0)
+    seconds = models.FloatField(
+        default=0.0, help_text="Lease to submit, measured on the server (quality flags use it)"
+    )
+    client_seconds = models.FloatField(
+        null=True, blank=True, help_text="What the client reported (0 < s <= lease TTL); kept apart"
+    )
+    prior_exposures = models.PositiveSmallIntegerField(
+        default=0, help_text="How many of the item's replies the annotator had seen in another item"
+    )
     simulated = models.BooleanField(default=False)
     imported = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -358,6 +459,12 @@ class Judgment(models.Model):
         if self.study_id is None and self.item_id is not None:
             self.study_id = self.item.study_id
         super().save(*args, **kwargs)
+
+
+def text_key(text: str) -> int:
+    """A 63-bit key of a reply's text, whitespace collapsed: equal texts, equal keys."""
+    normal = " ".join((text or "").split())
+    return int.from_bytes(hashlib.sha256(normal.encode()).digest()[:8], "big") >> 1
 
 
 class TaskProbe(models.Model):
