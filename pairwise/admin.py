@@ -183,6 +183,21 @@ class LeaseAdmin(admin.ModelAdmin):
     list_filter = ("item__study",)
 
 
+@admin.register(m.Exposure)
+class ExposureAdmin(admin.ModelAdmin):
+    """What each annotator was shown; `prior` > 0 marks a repeat the pool was too small to
+    avoid. Written by the allocator only."""
+
+    list_display = ("item", "annotator", "prior", "created_at")
+    list_filter = ("study", "prior")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(m.Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
     list_display = (
@@ -190,6 +205,7 @@ class JudgmentAdmin(admin.ModelAdmin):
         "annotator",
         "cannot_judge",
         "seconds",
+        "prior_exposures",
         "simulated",
         "imported",
         "created_at",
@@ -198,8 +214,10 @@ class JudgmentAdmin(admin.ModelAdmin):
     raw_id_fields = ("item",)
 
     def get_readonly_fields(self, request, obj=None):
-        # a judgment stays on its item (and the item's study, kept on the judgment)
-        return ("item",) if obj is not None else ()
+        # a judgment stays on its item (and the item's study, kept on the judgment); what the
+        # allocator recorded when it was shown is not the admin's to write
+        recorded = ("client_seconds", "prior_exposures")
+        return ("item", *recorded) if obj is not None else recorded
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

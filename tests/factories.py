@@ -78,7 +78,9 @@ class EvalContextFactory(factory.django.DjangoModelFactory):
             {"speaker": "seeker", "text": "Not well, I can't sleep.", "strategy": None},
         ]
     )
-    gold_response = "That sounds exhausting. Sleep loss makes everything harder."
+    gold_response = factory.Sequence(
+        lambda n: f"That sounds exhausting ({n}). Sleep loss makes everything harder."
+    )
     gold_strategy = "Reflection of feelings"
 
 

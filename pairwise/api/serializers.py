@@ -49,7 +49,11 @@ class SubmitSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
     cannot_judge = serializers.BooleanField(required=False, default=False)
     cannot_judge_reason = serializers.CharField(required=False, allow_blank=True, default="")
-    seconds = serializers.FloatField(required=False, min_value=0)
+    seconds = serializers.FloatField(
+        required=False,
+        help_text="Seconds the client measured (0 < s <= the lease time). Kept apart: the "
+        "server measures its own, and quality flags use only that",
+    )
 
 
 class JudgmentReceiptSerializer(serializers.Serializer):

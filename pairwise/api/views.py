@@ -113,7 +113,7 @@ class SubmitView(APIView):
                 v["item"],
                 v.get("choices") or {},
                 comment=v.get("comment", ""),
-                seconds=v.get("seconds"),
+                client_seconds=v.get("seconds"),
                 cannot_judge=v.get("cannot_judge", False),
                 cannot_judge_reason=v.get("cannot_judge_reason", ""),
             )

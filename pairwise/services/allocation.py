@@ -3,7 +3,15 @@
 Invariants (tested under concurrency on PostgreSQL):
 - every non-gold item ends with exactly k judgments, by k distinct annotators;
 - an annotator never judges, nor is handed, the same item twice;
-- at any moment, judgments + live leases on an item never exceed k.
+- at any moment, judgments + live leases on an item never exceed k;
+- an annotator is not shown a reply they have seen in another item (same row or identical
+  text; or, by the study's `exposure` rule, the same dialogue) while another item is left for
+  them; when none is, completeness wins: the repeat is allowed and recorded (Exposure.prior,
+  copied to the judgment);
+- each annotator sees A on the left about half the time: while their A-left and A-right counts
+  differ, the item comes from the side that evens them, when the fewest-judgments tier open to
+  them has one (so over a session |A left - A right| <= 1 but for items the tier lacked);
+- gold items come at random positions: each next item is gold with probability gold_share.
 
 Every lease is created, and every judgment recorded, while holding the item's row lock
 (`select_for_update`; SQLite serialises writers itself because transactions start IMMEDIATE),
@@ -14,6 +22,8 @@ The number of SQL queries does not depend on the size of the study.
 from __future__ import annotations
 
 import logging
+import math
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -22,10 +32,20 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pairwise.models import CHOICES, ComparisonItem, EvalContext, Judgment, Lease, Response, Study
+from pairwise.models import (
+    CHOICES,
+    ComparisonItem,
+    EvalContext,
+    Exposure,
+    Judgment,
+    Lease,
+    Response,
+    Study,
+)
 
 log = logging.getLogger(__name__)
 CANDIDATES = 8  # rows considered per attempt; more than enough for skip_locked contention
+SIDE_TIER_SLACK = 1
 
 
 class AllocationError(Exception):
@@ -78,6 +98,7 @@ class _Tables:
             "context": EvalContext,
             "response": Response,
             "study": Study,
+            "exposure": Exposure,
         }[name]
         quoted = connection.ops.quote_name(model._meta.db_table)
         setattr(self, name, quoted)
@@ -113,6 +134,8 @@ _ITEM_FIELDS = (
     "a_on_left",
     "is_gold",
     "judgment_count",
+    "key_a",
+    "key_b",
 )
 
 
@@ -143,11 +166,68 @@ def _item_from_row(row) -> ComparisonItem:
     return item
 
 
-def _claim(study: Study, user, now, *, gold: bool, tried: list[int]) -> ComparisonItem | None:
+def _conflict(study: Study, who: str, who_params: list, item: str) -> tuple[str, list]:
+    """SQL true when annotator `who` (a column, or %s with `who_params`) has seen, in another
+    item, something that `item` shows, by the study's rule: a reply (by text key: the same row
+    or an identical text) or a dialogue. Each test is an index probe into Exposure, so its cost
+    does not grow with the annotator's history."""
+    seen = (
+        f"EXISTS (SELECT 1 FROM {T.exposure} e WHERE e.annotator_id = {who} "
+        f"AND e.study_id = %s AND e.item_id <> {item}.id AND {{}})"
+    )
+    params = [*who_params, study.pk]
+    if study.exposure == Study.ExposureRule.CONTEXT:
+        return seen.format(f"e.context_id = {item}.context_id"), params
+    keys = f"({item}.key_a, {item}.key_b)"
+    sql = f"({seen.format(f'e.key_a IN {keys}')} OR {seen.format(f'e.key_b IN {keys}')})"
+    return sql, params + params
+
+
+def _repeat_filter(study: Study, user, now) -> tuple[str, list]:
+    """SQL letting `user` take an item that repeats what they saw only when no one else at work
+    on the study (shown an item within the lease time) could take it without a repeat: with a
+    sufficient pool, the last items wait for the annotator who can see them fresh."""
+    at = connection.ops.adapt_datetimefield_value
+    others = (
+        f"SELECT DISTINCT a.annotator_id AS who FROM {T.exposure} a WHERE a.study_id = %s "
+        "AND a.annotator_id <> %s AND a.created_at > %s"
+    )
+    conflict, conflict_params = _conflict(study, "active.who", [], "i")
+    fresh = (
+        f"(SELECT COUNT(*) FROM ({others}) active WHERE NOT {conflict} "
+        f"AND NOT EXISTS (SELECT 1 FROM {T.judgment} oj WHERE oj.item_id = i.id "
+        "AND oj.annotator_id = active.who) "
+        f"AND NOT EXISTS (SELECT 1 FROM {T.lease} ol WHERE ol.item_id = i.id "
+        "AND ol.annotator_id = active.who))"
+    )
+    live = f"(SELECT COUNT(*) FROM {T.lease} rl WHERE rl.item_id = i.id AND rl.expires_at > %s)"
+    since = now - timedelta(seconds=study.lease_ttl_seconds)
+    return (
+        f"{fresh} < %s - i.judgment_count - {live}",
+        [study.pk, user.pk, at(since), *conflict_params, study.overlap_k, at(now)],
+    )
+
+
+def _claim(
+    study: Study,
+    user,
+    now,
+    *,
+    gold: bool,
+    tried: list[int],
+    unseen: bool,
+    side: bool | None = None,
+) -> ComparisonItem | None:
     """The best item for `user` that no one else is claiming right now, locked (PostgreSQL:
     the item row only, skipping locked ones; SQLite needs no lock: its transactions start
     IMMEDIATE and so run one at a time), with what the annotator is shown: one query.
-    Its capacity is checked again by `_lease`."""
+    Its capacity is checked again by `_lease`.
+
+    Best: fewest judgments, then the study's secret random order. `unseen` keeps out items
+    that repeat what the annotator has seen (`_conflict`); without it, a repeat is taken only
+    when no one else at work could take the item fresh (`_repeat_filter`). With `side` (True: A on the
+    left) the item comes from that side when it has one in the lowest tier the other side
+    has: both sides' best are read in one statement (an index walk each) and compared here."""
     at = connection.ops.adapt_datetimefield_value
     where = [
         "i.study_id = %s",
@@ -162,17 +242,40 @@ def _claim(study: Study, user, now, *, gold: bool, tried: list[int]) -> Comparis
             " AND l.expires_at > %s) < %s",
         ]
         params += [study.overlap_k, at(now), study.overlap_k]
+    if study.exposure != Study.ExposureRule.NONE:
+        if unseen:
+            conflict, conflict_params = _conflict(study, "%s", [user.pk], "i")
+            where.append(f"NOT {conflict}")
+            params += conflict_params
+        elif not gold:
+            sql, repeat_params = _repeat_filter(study, user, now)
+            where.append(sql)
+            params += repeat_params
     if tried:
         where.append(f"i.id NOT IN ({', '.join(['%s'] * len(tried))})")
         params += tried
     lock = ""
     if connection.features.has_select_for_update_skip_locked:
         lock = " FOR UPDATE OF i SKIP LOCKED"
-    rows = _sql(
-        f"SELECT {_shown_columns()} FROM {T.item} i {_shown_joins()} "
-        f"WHERE {' AND '.join(where)} ORDER BY i.judgment_count, i.order_key LIMIT 1{lock}",
-        params,
-    )
+
+    def best(extra: str = "") -> str:
+        return (
+            f"SELECT {_shown_columns()} FROM {T.item} i {_shown_joins()} "
+            f"WHERE {' AND '.join(where)}{extra} ORDER BY i.judgment_count, i.order_key "
+            f"LIMIT 1{lock}"
+        )
+
+    if side is None:
+        rows = _sql(best(), params)
+    else:  # the preferred side's best first, then the other side's
+        rows = _sql(
+            f"SELECT * FROM ({best(' AND i.a_on_left = %s')}) preferred UNION ALL "
+            f"SELECT * FROM ({best(' AND i.a_on_left = %s')}) other",
+            [*params, side, *params, not side],
+        )
+        count = _ITEM_FIELDS.index("judgment_count")
+        if len(rows) == 2 and rows[0][count] > rows[1][count] + SIDE_TIER_SLACK:
+            rows = rows[1:]  # the preferred side only has items in a higher tier
     return _item_from_row(rows[0]) if rows else None
 
 
@@ -209,14 +312,48 @@ def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
     )
     if leased:
         item.lease_expires_at = expires
+        _expose(study, user, item, now)
         log.info("leased item %s to %s", item.public_id, user.username)
     return bool(leased)
 
 
+def _expose(study: Study, user, item: ComparisonItem, now) -> None:
+    """Record that `user` is shown `item` (once: a renewed lease changes nothing), with how many
+    of its two replies they have already seen in another item: one statement."""
+    seen = (
+        f"CASE WHEN EXISTS (SELECT 1 FROM {T.exposure} e WHERE e.annotator_id = %s "
+        "AND e.study_id = %s AND e.item_id <> %s AND (e.key_a = %s OR e.key_b = %s)) "
+        "THEN 1 ELSE 0 END"
+    )
+    who = [user.pk, study.pk, item.pk]
+    _sql(
+        f"INSERT INTO {T.exposure} (study_id, annotator_id, item_id, context_id, key_a, key_b, "
+        f"a_on_left, prior, created_at) SELECT %s, %s, %s, %s, %s, %s, %s, {seen} + {seen}, %s "
+        "WHERE 1 = 1 ON CONFLICT (annotator_id, study_id, item_id) DO NOTHING",
+        [
+            study.pk,
+            user.pk,
+            item.pk,
+            item.context_id,
+            item.key_a,
+            item.key_b,
+            None if item.is_gold else item.a_on_left,
+            *who,
+            item.key_a,
+            item.key_a,
+            *who,
+            item.key_b,
+            item.key_b,
+            connection.ops.adapt_datetimefield_value(now),
+        ],
+    )
+
+
 def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
     """Everything allocation needs to know about `user` in `study`, in one query: how many
-    items they judged (gold among them), how many open items there are and how many of those
-    they judged (for progress), and, when `now` is given, the item they hold a live lease on.
+    items they judged, how many open items there are and how many of those they judged (for
+    progress), and, when `now` is given, the item they hold a live lease on and their side
+    balance (A-left minus A-right over the items shown to them).
     `lazy_commit` (PostgreSQL) also sets synchronous_commit off for this transaction, in the
     same statement (SET LOCAL would be a round trip of its own).
 
@@ -230,15 +367,18 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
     # no anti-join over the study's items
     counts = {
         "judged": ("COUNT(*)", []),
-        "judged_gold": (f"COALESCE(SUM({item_is.format('i.is_gold = %s')}), 0)", [True])
-        if study.gold_share > 0
-        else ("0", []),  # only the gold share needs it
         "open_mine": (
             f"COALESCE(SUM({item_is.format('i.is_gold = %s AND i.judgment_count < %s')}), 0)",
             [False, k],
         ),
     }
     others = {"open_all": (f"(SELECT open_items FROM {T.study} WHERE id = %s)", [study.pk])}
+    if now is not None:  # A-left minus A-right over the items shown to them (gold aside)
+        others["balance"] = (
+            "(SELECT COALESCE(SUM(CASE WHEN e.a_on_left THEN 1 WHEN NOT e.a_on_left THEN -1 "
+            f"ELSE 0 END), 0) FROM {T.exposure} e WHERE e.annotator_id = %s AND e.study_id = %s)",
+            [user.pk, study.pk],
+        )
     if now is not None:  # the oldest live lease this annotator holds on an item not judged
         held = (
             f"(SELECT {{}} FROM {T.lease} l JOIN {T.item} li ON li.id = l.item_id "
@@ -290,11 +430,14 @@ def _progress(study: Study, state: dict) -> Progress:
     return Progress(done=judged, total=max(total, judged))
 
 
-def _wants_gold(study: Study, state: dict) -> bool:
-    """Keep each annotator's share of gold items at the study's gold_share, deterministically."""
+def _wants_gold(study: Study, user, state: dict) -> bool:
+    """Whether the annotator's next item is gold: with probability gold_share, drawn from the
+    study's secret seed, the annotator and the position, so positions follow no pattern and
+    a reload or an expired lease gives the same draw."""
     if study.gold_share <= 0:
         return False
-    return state["judged_gold"] < round(study.gold_share * (state["judged"] + 1))
+    draw = random.Random(f"{study.seed}:gold-draw:{user.pk}:{state['judged']}").random()
+    return draw < study.gold_share
 
 
 class Assignment(NamedTuple):
@@ -306,8 +449,9 @@ def assign(study: Study, user, *, now=None) -> Assignment:
     """The item this annotator should judge next, leased to them, with their progress.
 
     The item comes with its context and responses loaded, and `lease_expires_at` set.
-    Queries: the annotator's state (progress, quota, gold share, held lease), then per
-    attempt one claim and one lease statement; the first attempt almost always succeeds."""
+    Queries: the annotator's state (progress, quota, held lease, side balance), then per
+    attempt one claim and one lease statement, and the exposure record; the first attempt
+    almost always succeeds."""
     if study.status != Study.Status.OPEN:
         raise StudyNotOpen(f"study {study.pk} is {study.status}, not open")
     now = now or timezone.now()
@@ -325,10 +469,25 @@ def assign(study: Study, user, *, now=None) -> Assignment:
             return Assignment(item, progress)
         if study.quota_per_annotator is not None and state["judged"] >= study.quota_per_annotator:
             return Assignment(None, progress)
-        for gold in [True, False] if _wants_gold(study, state) else [False]:
+        side = None if not state["balance"] else state["balance"] < 0
+        # gold if drawn (never a repeat); else an item repeating nothing they saw, else, when
+        # the study has a rule and nothing else is left, a repeat: completeness wins
+        plans = [(True, True)] if _wants_gold(study, user, state) else []
+        plans += [(False, True)]
+        if study.exposure != Study.ExposureRule.NONE:
+            plans += [(False, False)]
+        for gold, unseen in plans:
             tried: list[int] = []
             while len(tried) < CANDIDATES:
-                item = _claim(study, user, now, gold=gold, tried=tried)
+                item = _claim(
+                    study,
+                    user,
+                    now,
+                    gold=gold,
+                    tried=tried,
+                    unseen=unseen,
+                    side=None if gold else side,
+                )
                 if item is None:
                     break
                 if _lease(study, user, item, now):
@@ -380,6 +539,23 @@ def check_judgment(
     return {c: choices[c] for c in study.criteria}
 
 
+def check_client_seconds(study: Study, value) -> float | None:
+    """A duration the client reports: kept beside the server's, never instead of it.
+    Must be a finite number of seconds, 0 < seconds <= the study's lease time."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InvalidJudgment("seconds", f"expected a number of seconds, got {value!r}") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= study.lease_ttl_seconds:
+        raise InvalidJudgment(
+            "seconds",
+            f"got {value!r}; expected 0 < seconds <= {study.lease_ttl_seconds} (the lease time)",
+        )
+    return seconds
+
+
 def submit(
     study: Study,
     user,
@@ -387,33 +563,40 @@ def submit(
     choices: dict,
     *,
     comment: str = "",
-    seconds: float | None = None,
+    client_seconds: float | None = None,
     cannot_judge: bool = False,
     cannot_judge_reason: str = "",
     simulated: bool = False,
+    simulated_seconds: float | None = None,
     now=None,
 ) -> tuple[Judgment, bool]:
     """Record a judgment. Idempotent: a second submit returns the first judgment, created=False.
 
-    `seconds` defaults to the time since the item was leased, measured on the server."""
+    `seconds` is always the time since the item was leased, measured on the server: quality
+    flags use it alone. What the client reports is checked (`check_client_seconds`) and kept
+    apart as `client_seconds`. Only a simulation (`simulated=True`) states its own duration."""
     clean = check_judgment(study, choices, cannot_judge=cannot_judge, reason=cannot_judge_reason)
+    reported = check_client_seconds(study, client_seconds)
+    if simulated_seconds is not None and not simulated:
+        raise ValueError("simulated_seconds: only simulated judgments state their own duration")
     now = now or timezone.now()
     expired = False
     with transaction.atomic():
-        # the item, locked, with this annotator's judgment and lease on it: one query
+        # the item, locked, with this annotator's judgment, lease and exposure: one query
         lease = f"SELECT {{}} FROM {T.lease} l WHERE l.item_id = i.id AND l.annotator_id = %s"
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         rows = _sql(
             f"SELECT i.id, i.is_gold, i.judgment_count, (SELECT j.id FROM {T.judgment} j "
             "WHERE j.item_id = i.id "
             f"AND j.annotator_id = %s), ({lease.format('l.expires_at')}), "
-            f"({lease.format('l.created_at')}) FROM {T.item} i "
-            f"WHERE i.study_id = %s AND i.public_id = %s{lock}",
-            [user.pk, user.pk, user.pk, study.pk, public_id],
+            f"({lease.format('l.created_at')}), (SELECT e.prior FROM {T.exposure} e "
+            "WHERE e.annotator_id = %s AND e.study_id = i.study_id AND e.item_id = i.id) "
+            f"FROM {T.item} i WHERE i.study_id = %s AND i.public_id = %s{lock}",
+            [user.pk, user.pk, user.pk, user.pk, study.pk, public_id],
         )
         if not rows:
             raise ItemNotFound(f"no item {public_id!r} in this study")
-        item_id, is_gold, judgment_count, judged, lease_expires, leased_at = rows[0]
+        item_id, is_gold, judgment_count, judged, lease_expires, leased_at, prior = rows[0]
         if judged is not None:
             return Judgment.objects.get(pk=judged), False
         drop_lease = (
@@ -425,6 +608,7 @@ def submit(
                 _sql(*drop_lease)
             expired = True
         else:
+            measured = max(0.0, (now - _db_time(leased_at)).total_seconds())
             judgment = Judgment.objects.create(
                 item_id=item_id,
                 study_id=study.pk,
@@ -433,10 +617,9 @@ def submit(
                 cannot_judge=cannot_judge,
                 cannot_judge_reason=cannot_judge_reason.strip() if cannot_judge else "",
                 comment=(comment or "").strip(),
-                seconds=max(
-                    0.0,
-                    (now - _db_time(leased_at)).total_seconds() if seconds is None else seconds,
-                ),
+                seconds=measured if simulated_seconds is None else simulated_seconds,
+                client_seconds=reported,
+                prior_exposures=prior or 0,
                 simulated=simulated,
             )
             count = f"UPDATE {T.item} SET judgment_count = judgment_count + 1 WHERE id = %s"

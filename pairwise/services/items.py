@@ -1,7 +1,13 @@
-"""Blind comparison items: made as soon as both responses of a pair exist.
+"""Blind comparison items: made as soon as both responses of a pair are eligible.
 
-Left/right is drawn from a generator seeded by (study seed, comparison, item number) and kept
-balanced within each comparison: the two systems' left counts never differ by more than 1.
+Left/right and the serving order are drawn from a generator seeded by (study seed, comparison,
+item number); the study seed is secret (drawn from `secrets`), so neither follows from the code
+and the ids. Sides are kept balanced within each comparison: the two systems' left counts never
+differ by more than 1.
+
+Gold items pair the context's human reference with a control reply drawn from a large pool (the
+gold replies of unrelated contexts, or the study's own list): fluent, off-topic, and never one of
+a few fixed texts an annotator could learn.
 """
 
 from __future__ import annotations
@@ -20,17 +26,12 @@ from pairwise.models import (
     Study,
     System,
     forget_open_items,
+    text_key,
 )
+from pairwise.services.eligibility import eligible_by_context
 from pairwise.services.sampling import sampling_key
 
 log = logging.getLogger(__name__)
-
-CONTROL_REPLIES = (
-    "ok. anyway, what is the capital of australia?",
-    "That is not a real problem. Stop complaining and move on.",
-    "I don't care about that. Let's talk about something else.",
-    "Have you tried turning it off and on again?",
-)
 
 
 def _balanced_sides(rng: random.Random, left: int, right: int, n: int) -> list[bool]:
@@ -49,14 +50,6 @@ def _balanced_sides(rng: random.Random, left: int, right: int, n: int) -> list[b
     return out
 
 
-def _responses_by_context(checkpoint_id: int, key: str, context_ids) -> dict[int, int]:
-    return dict(
-        Response.objects.filter(
-            checkpoint_id=checkpoint_id, sampling_key=key, usable=True, context_id__in=context_ids
-        ).values_list("context_id", "pk")
-    )
-
-
 def build_items(study: Study) -> int:
     """Create the missing items of every comparison in the study; return how many were made."""
     key = sampling_key(study.sampling)
@@ -69,8 +62,8 @@ def build_items(study: Study) -> int:
                 qs = qs.select_for_update()
             qs.get()  # serialise item creation per comparison, so the balance holds
             done = set(comparison.items.values_list("context_id", flat=True))
-            a = _responses_by_context(comparison.checkpoint_a_id, key, context_ids)
-            b = _responses_by_context(comparison.checkpoint_b_id, key, context_ids)
+            a = eligible_by_context(study, comparison.checkpoint_a_id, key, context_ids)
+            b = eligible_by_context(study, comparison.checkpoint_b_id, key, context_ids)
             new = sorted((set(a) & set(b)) - done)
             if not new:
                 continue
@@ -83,8 +76,10 @@ def build_items(study: Study) -> int:
                     study=study,
                     comparison=comparison,
                     context_id=ctx,
-                    response_a_id=a[ctx],
-                    response_b_id=b[ctx],
+                    response_a_id=a[ctx].pk,
+                    response_b_id=b[ctx].pk,
+                    key_a=text_key(a[ctx].text),
+                    key_b=text_key(b[ctx].text),
                     a_on_left=side,
                     order_key=rng.randrange(2**31),
                 )
@@ -105,26 +100,33 @@ def _static_checkpoint(name: str, kind: str) -> Checkpoint:
 
 
 def add_gold_items(study: Study, n: int) -> int:
-    """Mix in n attention items: the human reference against a known-bad control reply.
+    """Mix in n attention items: the human reference against a control reply.
 
-    They are unmarked for annotators; `ComparisonItem.gold_expected` gives the right side.
+    The control is drawn, per item, from `study.gold_controls` when the researcher gave a list,
+    else from the gold replies of unrelated contexts (another dialogue): fluent but off-topic.
+    Gold items are unmarked for annotators; `ComparisonItem.gold_expected` gives the right side.
     """
     key = sampling_key(study.sampling)
     reference = _static_checkpoint("Human reference", System.Kind.REFERENCE)
     control = _static_checkpoint("Control", System.Kind.CONTROL)
     have = set(study.items.filter(is_gold=True).values_list("context_id", flat=True))
-    rng = random.Random(f"{study.seed}:gold")
+    rng = random.Random(f"{study.seed}:gold:{len(have)}")
     pool = [c for c in study.contexts.order_by("pk") if c.pk not in have]
     rng.shuffle(pool)
+    chosen = pool[:n]
+    controls = _control_pool(study, chosen, rng)
+    remaining = list(controls)
     made = 0
     with transaction.atomic():
         left = study.items.filter(is_gold=True, a_on_left=True).count()
         right = len(have) - left
         for context, side in zip(
-            pool[:n], _balanced_sides(rng, left, right, min(n, len(pool))), strict=True
+            chosen, _balanced_sides(rng, left, right, len(chosen)), strict=True
         ):
             good = _static_response(reference, context, key, context.gold_response)
-            bad = _static_response(control, context, key, rng.choice(CONTROL_REPLIES))
+            bad = _static_response(
+                control, context, key, _draw_control(rng, remaining, controls, context)
+            )
             ComparisonItem.objects.create(
                 study=study,
                 context=context,
@@ -136,6 +138,46 @@ def add_gold_items(study: Study, n: int) -> int:
             )
             made += 1
     return made
+
+
+def _control_pool(
+    study: Study, gold_contexts: list[EvalContext], rng: random.Random
+) -> list[tuple[str, str]]:
+    """(dialogue id, text) candidates for control replies in a random order: the study's list,
+    else the gold replies of other contexts (the study's gold contexts last, so that a reference
+    an annotator sees in one gold item is not a control in another while other texts are left)."""
+    if study.gold_controls:
+        pool = [("", str(t)) for t in study.gold_controls if str(t).strip()]
+        rng.shuffle(pool)
+        return pool
+    reserved = {c.pk for c in gold_contexts}
+    rows = list(
+        EvalContext.objects.exclude(gold_response="")
+        .order_by("pk")
+        .values_list("pk", "dialogue_id", "gold_response")
+    )
+    free = [(d, t) for pk, d, t in rows if pk not in reserved]
+    last = [(d, t) for pk, d, t in rows if pk in reserved]
+    rng.shuffle(free)
+    rng.shuffle(last)
+    return free + last
+
+
+def _draw_control(
+    rng: random.Random, pool: list[tuple[str, str]], whole: list[tuple[str, str]], context
+) -> str:
+    """A control reply for `context`, from another dialogue and not the context's own reference.
+    Drawn without replacement while the pool lasts (gold items do not share a control), then
+    from the whole pool again."""
+    for _ in range(2):
+        for i, (dialogue, text) in enumerate(pool):
+            if dialogue != context.dialogue_id and text.strip() != context.gold_response.strip():
+                return pool.pop(i)[1]
+        pool.extend(rng.sample(whole, len(whole)))
+    raise ValueError(
+        f"gold_controls: no control reply fits context {context.pk} (another dialogue's, not "
+        "its own reference); give the study a list of control replies or import more contexts"
+    )
 
 
 def _static_response(checkpoint: Checkpoint, context: EvalContext, key: str, text: str):

@@ -81,7 +81,7 @@ def simulate(
                 user,
                 item.public_id,
                 choices,
-                seconds=round(rng.uniform(15, 90), 1),
+                simulated_seconds=round(rng.uniform(15, 90), 1),
                 simulated=True,
             )
             made += 1

@@ -21,7 +21,7 @@ def _judge_everything(study, users) -> int:
         while (item := allocation.next_item(study, user)) is not None:
             side = ("left", "right", "left", "tie")[(n + u) % 4]
             choices = {c: side for c in study.criteria}
-            allocation.submit(study, user, item.public_id, choices, seconds=12.0 + n)
+            allocation.submit(study, user, item.public_id, choices, client_seconds=12.0 + n)
             n += 1
     return n
 

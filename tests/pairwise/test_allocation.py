@@ -19,7 +19,7 @@ ALL_LEFT = {c: "left" for c in ["Fluency", "Identification", "Comforting", "Sugg
 def judge_all(study, user, choices=None):
     n = 0
     while (item := allocation.next_item(study, user)) is not None:
-        allocation.submit(study, user, item.public_id, choices or ALL_LEFT, seconds=5)
+        allocation.submit(study, user, item.public_id, choices or ALL_LEFT, client_seconds=5)
         n += 1
     return n
 
@@ -195,7 +195,7 @@ def test_closed_study_hands_out_nothing(annotators):
 
 
 def test_gold_items_are_mixed_in_at_the_study_share(annotators):
-    study, _, _ = make_study(n_contexts=10, k=1, gold_share=0.25)
+    study, _, _ = make_study(n_contexts=10, k=1, gold_share=0.25, seed=7)
     assert add_gold_items(study, 4) == 4
     user = annotators[0]
     seen_gold = 0
@@ -203,7 +203,9 @@ def test_gold_items_are_mixed_in_at_the_study_share(annotators):
         item = allocation.next_item(study, user)
         seen_gold += item.is_gold
         allocation.submit(study, user, item.public_id, ALL_LEFT)
-    assert seen_gold == 2  # 25% of 8, deterministic
+    # each next item is gold with probability 0.25, from the study's seed (see
+    # test_blind_integrity for the share over long sessions and the positions)
+    assert 0 < seen_gold < 8
     gold = ComparisonItem.objects.filter(study=study, is_gold=True)
     # the good reply (the human reference) is on the expected side
     for item in gold:
@@ -234,8 +236,9 @@ def test_query_count_does_not_grow_with_study_size(
     user = annotators[0]
     _one_round(study, user)  # warm caches (content types, groups)
     # Each count includes the savepoint and its release (the test runs inside a transaction).
-    # Next item: state (progress, quota, held lease), claim, lease.
-    with django_assert_max_num_queries(5):
+    # Next item: state (progress, quota, held lease, side balance), claim, lease, and the
+    # record of what the annotator is shown (Exposure).
+    with django_assert_max_num_queries(6):
         item = allocation.next_item(study, user)
     # Submit: the item with this annotator's judgment and lease, insert, count, drop the lease.
     with django_assert_max_num_queries(6):
