@@ -65,6 +65,7 @@ class JudgmentReceiptSerializer(serializers.Serializer):
 class StudySerializer(serializers.ModelSerializer):
     comparisons = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
+    blinding = serializers.SerializerMethodField()
     generation = serializers.SerializerMethodField()
 
     class Meta:
@@ -80,8 +81,13 @@ class StudySerializer(serializers.ModelSerializer):
             "seed",
             "quota_per_annotator",
             "gold_share",
+            "exposure",
+            "identity_patterns",
+            "allow_truncated",
+            "gold_controls",
             "comparisons",
             "progress",
+            "blinding",
             "generation",
             "created_at",
         ]
@@ -98,6 +104,12 @@ class StudySerializer(serializers.ModelSerializer):
         from pairwise.services.studies import study_overview
 
         return study_overview(study)
+
+    def get_blinding(self, study) -> dict:
+        """The exposure rule, the smallest pool with no repeat exposure, repeats so far."""
+        from pairwise.services.exposure import exposure_overview
+
+        return exposure_overview(study)
 
     def get_generation(self, study) -> dict:
         from pairwise.services.generation import generation_progress
@@ -119,6 +131,30 @@ class StudyCreateSerializer(serializers.Serializer):
     sampling = serializers.DictField(required=False)
     quota_per_annotator = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     gold_share = serializers.FloatField(min_value=0, max_value=0.5, default=0.0)
+    seed = serializers.IntegerField(
+        min_value=0,
+        max_value=2**63 - 1,
+        required=False,
+        allow_null=True,
+        help_text="Drawn from `secrets` when absent; give a study's stored seed to reproduce it",
+    )
+    exposure = serializers.ChoiceField(
+        choices=Study.ExposureRule.choices,
+        default=Study.ExposureRule.RESPONSE,
+        help_text="What an annotator is never shown twice while another item is left",
+    )
+    identity_patterns = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Extra regular expressions that reveal a system (names, paths and backbones "
+        "are always checked)",
+    )
+    allow_truncated = serializers.BooleanField(default=False)
+    gold_controls = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Control replies for gold items (default: gold replies of unrelated contexts)",
+    )
 
 
 class RequeueSerializer(serializers.Serializer):

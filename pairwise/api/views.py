@@ -176,6 +176,11 @@ class StudyViewSet(viewsets.ModelViewSet):
                 sampling=v.get("sampling"),
                 quota_per_annotator=v.get("quota_per_annotator"),
                 gold_share=v.get("gold_share", 0.0),
+                seed=v.get("seed"),
+                exposure=v.get("exposure", Study.ExposureRule.RESPONSE),
+                identity_patterns=v.get("identity_patterns"),
+                allow_truncated=v.get("allow_truncated", False),
+                gold_controls=v.get("gold_controls"),
                 created_by=request.user,
             )
         except studies.StudyError as exc:

@@ -45,6 +45,9 @@ from pairwise.models import (
 
 log = logging.getLogger(__name__)
 CANDIDATES = 8  # rows considered per attempt; more than enough for skip_locked contention
+# How many judgment-count tiers the best item of the side that evens an annotator's left/right
+# count may lie above the other side's best. With 0 the end of a study left annotators worse off
+# (|A left - A right| up to 4 where 1 allows 2, in the 3-baseline design with its minimal pool).
 SIDE_TIER_SLACK = 1
 
 
@@ -225,9 +228,11 @@ def _claim(
 
     Best: fewest judgments, then the study's secret random order. `unseen` keeps out items
     that repeat what the annotator has seen (`_conflict`); without it, a repeat is taken only
-    when no one else at work could take the item fresh (`_repeat_filter`). With `side` (True: A on the
-    left) the item comes from that side when it has one in the lowest tier the other side
-    has: both sides' best are read in one statement (an index walk each) and compared here."""
+    when no one else at work could take the item fresh (`_repeat_filter`).
+
+    With `side` (True: A on the left) the item comes from that side when its best is at most
+    SIDE_TIER_SLACK tiers (judgment counts) above the other side's: both sides' best are read
+    in one statement (an index walk each) and compared here."""
     at = connection.ops.adapt_datetimefield_value
     where = [
         "i.study_id = %s",

@@ -69,7 +69,10 @@ def build_items(study: Study) -> int:
                 continue
             left = comparison.items.filter(a_on_left=True).count()
             right = len(done) - left
-            rng = random.Random(f"{study.seed}:{comparison.pk}:{len(done)}")
+            # ids of the checkpoints, not of the comparison row: an explicit seed reproduces
+            # a study made again from the same checkpoints and contexts
+            pair = f"{comparison.checkpoint_a_id}:{comparison.checkpoint_b_id}"
+            rng = random.Random(f"{study.seed}:{pair}:{len(done)}")
             sides = _balanced_sides(rng, left, right, len(new))
             ComparisonItem.objects.bulk_create(
                 ComparisonItem(

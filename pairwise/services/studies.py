@@ -77,13 +77,27 @@ def create_study(
     sampling: dict | None = None,
     quota_per_annotator: int | None = None,
     gold_share: float = 0.0,
-    seed: int = 13,
+    seed: int | None = None,
+    exposure: str = Study.ExposureRule.RESPONSE,
+    identity_patterns: list[str] | None = None,
+    allow_truncated: bool = False,
+    gold_controls: list[str] | None = None,
     created_by=None,
 ) -> Study:
-    """Create a draft study comparing each (A, B) pair of checkpoints on the contexts."""
-    from pairwise.models import DEFAULT_CRITERIA
+    """Create a draft study comparing each (A, B) pair of checkpoints on the contexts.
+
+    `seed` is drawn from `secrets` unless given (give the stored seed to reproduce a study)."""
+    from pairwise.models import DEFAULT_CRITERIA, new_study_seed
 
     criteria = list(criteria or DEFAULT_CRITERIA)
+    if seed is not None and (isinstance(seed, bool) or not 0 <= int(seed) < 2**63):
+        raise StudyError(f"seed: expected an integer 0 <= seed < 2**63, got {seed!r}")
+    if exposure not in Study.ExposureRule.values:
+        raise StudyError(f"exposure: expected one of {Study.ExposureRule.values}, got {exposure!r}")
+    if gold_controls is not None and not all(
+        isinstance(t, str) and t.strip() for t in gold_controls
+    ):
+        raise StudyError("gold_controls: expected a list of non-empty texts")
     check_study(name, pairs, criteria, overlap_k, sampling, gold_share)
     with transaction.atomic():
         study = Study.objects.create(
@@ -94,7 +108,11 @@ def create_study(
             sampling=sampling_params(sampling).to_dict(),
             quota_per_annotator=quota_per_annotator,
             gold_share=gold_share,
-            seed=seed,
+            seed=new_study_seed() if seed is None else int(seed),
+            exposure=exposure,
+            identity_patterns=list(identity_patterns or []),
+            allow_truncated=allow_truncated,
+            gold_controls=list(gold_controls or []),
             created_by=created_by,
         )
         study.contexts.set(list(contexts))
