@@ -74,6 +74,13 @@ def results_context(study: Study, *, checkpoint: str | None = None) -> dict:
         "checkpoints": Checkpoint.objects.filter(
             pk__in=[c.pk for c in generation.study_checkpoints(study)]
         ).select_related("system"),
+        # intention-to-treat beside per-protocol: shown even before the first judgment
+        "availability": summary.get("availability", []),
+        "itt_rows": [
+            r
+            for r in summary.get("itt", [])
+            if r["unit"] == "judgments" and r["denominator"] == "all"
+        ],
     }
     if summary.get("empty"):
         return context

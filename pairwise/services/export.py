@@ -1,7 +1,9 @@
-"""Exports (long-format judgments, items, summary, publication tables) and imports.
+"""Exports (long-format judgments, items, ITT, summary, publication tables) and imports.
 
 The dashboard, the API and the export files all take their numbers from `study_summary`, which
-is `stats.summarize` over `long_dataframe(study)`: one function, one set of numbers.
+is `stats.summarize` over `long_dataframe(study)`, plus the intention-to-treat rates
+(`itt.intention_to_treat` over `comparison_availability(study)`): one function, one set of
+numbers.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from pairwise.models import (
     forget_open_items,
     recount_judgments,
 )
-from pairwise.services import stats
+from pairwise.services import itt, stats
+from pairwise.services.eligibility import eligible_by_context
 from pairwise.services.longformat import LONG_COLUMNS, read_long, validate_long
+from pairwise.services.sampling import sampling_key
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json", "parquet")
@@ -89,6 +93,8 @@ def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFra
                     "criterion": criterion,
                     "choice": choice,
                     "seconds": j.seconds,
+                    "client_seconds": j.client_seconds,
+                    "prior_exposures": j.prior_exposures,
                     "is_gold": item.is_gold,
                     "gold_expected": item.gold_expected or "",
                     "simulated": j.simulated,
@@ -99,13 +105,106 @@ def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFra
     return validate_long(df) if len(df) else df.reindex(columns=LONG_COLUMNS)
 
 
+def comparison_availability(
+    study: Study, *, checkpoint: str | None = None
+) -> list[itt.Availability]:
+    """For each comparison, how many of the study's contexts have no item because A's or B's
+    reply is not eligible (`eligibility.eligible_by_context`; a missing reply counts as not
+    eligible), and how many have both eligible.
+
+    A context that has an item counts as eligible whatever the rules say now: its judgments are
+    in the per-protocol counts. Where a comparison's items were not made from the study's own
+    replies (imported judgments: placeholder replies with sampling key "imported"), which replies
+    were unusable is unknown and the availability says so (`known=False`) instead of counting
+    every context as unusable. `checkpoint` keeps the comparisons of that checkpoint, as
+    `study_summary` does.
+    """
+    key = sampling_key(study.sampling)
+    context_ids = list(study.contexts.values_list("pk", flat=True))
+    comparisons = study.comparisons.select_related("checkpoint_a__system", "checkpoint_b__system")
+    if checkpoint:
+        ids = _checkpoint_ids(checkpoint)
+        comparisons = comparisons.filter(Q(checkpoint_a_id__in=ids) | Q(checkpoint_b_id__in=ids))
+    eligible: dict[int, set[int]] = {}  # checkpoint id -> context ids; A is in every comparison
+
+    def ok(checkpoint_id: int) -> set[int]:
+        if checkpoint_id not in eligible:
+            found = eligible_by_context(study, checkpoint_id, key, context_ids)
+            eligible[checkpoint_id] = set(found)
+        return eligible[checkpoint_id]
+
+    out = []
+    for comparison in comparisons:
+        ca, cb = comparison.checkpoint_a, comparison.checkpoint_b
+        label = f"{ca.label} vs {cb.label}"
+        items = comparison.items.filter(is_gold=False)
+        foreign = items.exclude(response_a__sampling_key=key, response_b__sampling_key=key)
+        if foreign.exists():
+            keys = sorted(set(foreign.values_list("response_a__sampling_key", flat=True)))
+            out.append(
+                itt.Availability.unknown(
+                    label,
+                    ca.label,
+                    cb.label,
+                    f"items made from replies with sampling key {', '.join(keys)} (e.g. "
+                    f"imported judgments), not the study's {key!r}: unusable replies unknown",
+                )
+            )
+            continue
+        with_item = set(items.values_list("context_id", flat=True))
+        a, b = ok(ca.pk), ok(cb.pk)
+        rest = set(context_ids) - with_item
+        out.append(
+            itt.Availability(
+                comparison=label,
+                system_a=ca.label,
+                system_b=cb.label,
+                n_contexts=len(context_ids),
+                both_eligible=len(with_item) + len(rest & a & b),
+                only_a_unusable=len((rest & b) - a),
+                only_b_unusable=len((rest & a) - b),
+                both_unusable=len(rest - a - b),
+                with_item=len(with_item),
+            )
+        )
+    return out
+
+
+ITT_RULE = (
+    "each context without an item adds k = overlap_k virtual judgments (1 virtual item at the "
+    "item level): a win for A if only B's reply was unusable, a loss if only A's was, a tie if "
+    "both were; a missing reply is unusable"
+)
+
+
+def _with_itt(summary: dict, study: Study, checkpoint: str | None) -> dict:
+    """Add `availability` and `itt` (intention-to-treat rows) to a summary."""
+    availability = comparison_availability(study, checkpoint=checkpoint)
+    table = itt.intention_to_treat(
+        summary.get("preference", []) + summary.get("preference_items", []),
+        availability,
+        k=study.overlap_k,
+        criteria=study.criteria,
+    )
+    summary["availability"] = stats._records(itt.availability_frame(availability))
+    summary["itt"] = stats._records(table)
+    summary.setdefault("meta", {}).update(itt_rule=ITT_RULE, itt_k=study.overlap_k)
+    return summary
+
+
 def study_summary(study: Study, *, checkpoint: str | None = None, n_boot: int = 1000) -> dict:
+    """`stats.summarize` of the study's long table, with the intention-to-treat rates."""
     df = long_dataframe(study, checkpoint=checkpoint)
     if df.empty:
-        return {"n_judgments": 0, "n_items": 0, "empty": True}
+        return _with_itt({"n_judgments": 0, "n_items": 0, "empty": True}, study, checkpoint)
     summary = stats.summarize(df, seed=study.seed, n_boot=n_boot)
     summary["simulated_judgments"] = int(df.loc[df["simulated"].astype(bool), "item_id"].size)
-    return summary
+    return _with_itt(summary, study, checkpoint)
+
+
+def itt_dataframe(summary: dict) -> pd.DataFrame:
+    """The summary's intention-to-treat rows as a table (the `itt` export file)."""
+    return pd.DataFrame(summary.get("itt", []), columns=itt.ITT_COLUMNS)
 
 
 def items_dataframe(study: Study) -> pd.DataFrame:
@@ -150,7 +249,8 @@ def _write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
 
 
 def export_study(study: Study, fmt: str, out_dir: str | Path) -> list[Path]:
-    """Write judgments, items, summary.json, and the publication table (Markdown and LaTeX)."""
+    """Write judgments, items, itt (intention-to-treat beside per-protocol rates), summary.json,
+    and the publication table (Markdown and LaTeX)."""
     if fmt not in FORMATS:
         raise ValueError(f"format: {fmt!r} is not one of {list(FORMATS)}")
     out = Path(out_dir)
@@ -160,6 +260,7 @@ def export_study(study: Study, fmt: str, out_dir: str | Path) -> list[Path]:
     written = [
         _write_table(long_df, out / "judgments", fmt),
         _write_table(items_dataframe(study), out / "items", fmt),
+        _write_table(itt_dataframe(summary), out / "itt", fmt),
     ]
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str), "utf-8")
     written.append(out / "summary.json")
@@ -240,6 +341,10 @@ def import_judgments(path: str | Path) -> dict:
                             "seconds": float(adf["seconds"].iloc[0])
                             if pd.notna(adf["seconds"].iloc[0])
                             else 0.0,
+                            "client_seconds": float(adf["client_seconds"].iloc[0])
+                            if pd.notna(adf["client_seconds"].iloc[0])
+                            else None,
+                            "prior_exposures": int(adf["prior_exposures"].iloc[0]),
                             "simulated": bool(adf["simulated"].iloc[0]),
                             "imported": True,
                         },

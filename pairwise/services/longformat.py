@@ -22,7 +22,12 @@ choice          yes      blinded answer: "left", "right", "tie" or "cannot_judge
 outcome         no       unblinded answer from A's side: "a", "b", "tie"; empty for
                          cannot_judge. Derived from choice and a_side when absent;
                          checked against them when present.
-seconds         no       seconds the annotator spent on the item (NaN when unknown)
+seconds         no       seconds the annotator spent on the item (NaN when unknown); on
+                         this platform the server's time from lease to submit
+client_seconds  no       seconds the annotator's browser reported for the item, kept apart
+                         from ``seconds``; empty (NaN) when unknown, else a number > 0
+prior_exposures no       how many of the item's two replies (0, 1 or 2) the annotator had
+                         already seen in another item when it was shown; default 0
 is_gold         no       the item is a gold (attention-check) item; default False
 gold_expected   no       "left" or "right" for gold items, empty otherwise
 simulated       no       the judgment was simulated (load tests, demos); default False
@@ -52,6 +57,8 @@ LONG_COLUMNS: list[str] = [
     "choice",
     "outcome",
     "seconds",
+    "client_seconds",
+    "prior_exposures",
     "is_gold",
     "gold_expected",
     "simulated",
@@ -189,6 +196,25 @@ def _to_bool(s: pd.Series, lines: np.ndarray, field: str) -> np.ndarray:
     return pd.Series(values).map(parsed).to_numpy(dtype=bool)
 
 
+def _numbers(df: pd.DataFrame, col: str, lines: np.ndarray) -> pd.Series:
+    """An optional numeric column as floats, NaN where empty or absent; text that is not a
+    number is an error naming the line."""
+    if col not in df.columns:
+        return pd.Series(np.nan, index=pd.RangeIndex(len(df)), dtype=float)
+    raw = df[col]
+    numeric = pd.api.types.is_numeric_dtype(raw)
+    raw_missing = raw.isna().to_numpy() if numeric else _Column(raw).missing
+    values = pd.to_numeric(raw.where(~raw_missing, np.nan), errors="coerce").astype(float)
+    _fail_first(
+        values.isna().to_numpy() & ~raw_missing,
+        lines,
+        col,
+        lambda r: f"expected a number, got {r[col]!r}",
+        df,
+    )
+    return values
+
+
 def validate_long(
     df: pd.DataFrame, *, first_line: int = 2, line_numbers: np.ndarray | None = None
 ) -> pd.DataFrame:
@@ -196,13 +222,15 @@ def validate_long(
 
     Checks: required columns present; allowed values of ``a_side``, ``choice``, ``outcome`` and
     ``gold_expected``; ``outcome`` agrees with ``choice`` and ``a_side``; ``seconds`` is a
-    non-negative number; gold rows name a ``gold_expected`` side and non-gold rows do not;
+    non-negative number; ``client_seconds`` is empty or a number > 0; ``prior_exposures`` is
+    0, 1 or 2 (empty = 0); gold rows name a ``gold_expected`` side and non-gold rows do not;
     ``system_a != system_b``; each item belongs to one comparison and one (system_a, system_b);
     no duplicate (item_id, annotator, criterion).
 
     The result has the ``LONG_COLUMNS`` first, in order (extra columns are kept after them),
-    text columns as ``str``, ``outcome``/``gold_expected`` as ``None`` where empty, ``seconds`` as
-    float and ``is_gold``/``simulated`` as bool.
+    text columns as ``str``, ``outcome``/``gold_expected`` as ``None`` where empty, ``seconds`` and
+    ``client_seconds`` as float (NaN where empty), ``prior_exposures`` as int and
+    ``is_gold``/``simulated`` as bool.
 
     ``first_line`` is the line of the first data row in error messages (2 for CSV, whose header is
     line 1); ``line_numbers`` gives every row's line explicitly instead (used for JSON Lines).
@@ -280,22 +308,26 @@ def validate_long(
         )
     out["outcome"] = pd.Series(np.array([*OUTCOMES, None], dtype=object)[expected], dtype=object)
 
-    if "seconds" in df.columns:
-        raw = df["seconds"]
-        numeric = pd.api.types.is_numeric_dtype(raw)
-        raw_missing = raw.isna().to_numpy() if numeric else _Column(raw).missing
-        secs = pd.to_numeric(raw.where(~raw_missing, np.nan), errors="coerce").astype(float)
-        _fail_first(
-            secs.isna().to_numpy() & ~raw_missing,
-            lines,
-            "seconds",
-            lambda r: f"expected a number of seconds, got {r.seconds!r}",
-            df,
-        )
-        _fail_first((secs < 0).to_numpy(), lines, "seconds", "expected seconds >= 0", df)
-        out["seconds"] = secs
-    else:
-        out["seconds"] = np.nan
+    out["seconds"] = _numbers(df, "seconds", lines)
+    _fail_first((out["seconds"] < 0).to_numpy(), lines, "seconds", "expected seconds >= 0", df)
+    client = _numbers(df, "client_seconds", lines)
+    _fail_first(
+        (client.notna() & ~(np.isfinite(client) & (client > 0))).to_numpy(),
+        lines,
+        "client_seconds",
+        lambda r: f"expected a number of seconds > 0 or empty, got {r['client_seconds']!r}",
+        df,
+    )
+    out["client_seconds"] = client
+    prior = _numbers(df, "prior_exposures", lines).fillna(0.0)
+    _fail_first(
+        ~prior.isin([0.0, 1.0, 2.0]).to_numpy(),
+        lines,
+        "prior_exposures",
+        lambda r: f"expected 0, 1 or 2 (replies seen before), got {r['prior_exposures']!r}",
+        df,
+    )
+    out["prior_exposures"] = prior.astype(np.int64)
 
     for col in ("is_gold", "simulated"):
         out[col] = _to_bool(df[col], lines, col) if col in df.columns else np.zeros(n, dtype=bool)

@@ -10,9 +10,16 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from pairwise.models import Judgment, Study
+from pairwise.models import Judgment, Response, Study
 from pairwise.services import allocation
-from pairwise.services.export import export_study, long_dataframe, study_summary
+from pairwise.services.export import (
+    comparison_availability,
+    export_study,
+    long_dataframe,
+    study_summary,
+)
+from pairwise.services.items import build_items
+from pairwise.services.sampling import sampling_key
 from tests.factories import annotator, make_study, researcher
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +35,7 @@ def _judged_study():
         while (item := allocation.next_item(study, user)) is not None:
             choice = "left" if item.a_on_left else "right"  # always prefer CARE
             allocation.submit(
-                study, user, item.public_id, {c: choice for c in study.criteria}, seconds=12
+                study, user, item.public_id, {c: choice for c in study.criteria}, client_seconds=12
             )
     return study
 
@@ -37,7 +44,14 @@ def _judged_study():
 def test_export_writes_every_file_and_reimports_to_the_same_numbers(tmp_path, fmt):
     study = _judged_study()
     files = {p.name for p in export_study(study, fmt, tmp_path)}
-    assert files == {f"judgments.{fmt}", f"items.{fmt}", "summary.json", "table.md", "table.tex"}
+    assert files == {
+        f"judgments.{fmt}",
+        f"items.{fmt}",
+        f"itt.{fmt}",
+        "summary.json",
+        "table.md",
+        "table.tex",
+    }
     long_df = long_dataframe(study)
     assert len(long_df) == 8 * 3 * 5  # items x annotators x criteria
     assert {"system_a", "checkpoint_a", "a_side", "choice", "outcome"} <= set(long_df.columns)
@@ -61,6 +75,12 @@ def test_export_writes_every_file_and_reimports_to_the_same_numbers(tmp_path, fm
     assert [r["win_rate"] for r in again["preference"]] == [
         r["win_rate"] for r in summary["preference"]
     ]
+    # every reply was eligible: ITT = per-protocol
+    assert all(r["win_rate"] == r["win_rate_per_protocol"] for r in summary["itt"])
+    # imported placeholder replies say nothing about unusable ones: availability unknown, no ITT
+    assert again["itt"] == [] and len(again["availability"]) == 2
+    assert all(not a["known"] and a["n_contexts"] is None for a in again["availability"])
+    assert "imported" in again["availability"][0]["note"]
 
 
 def test_bad_import_row_names_line_and_field_and_imports_nothing(tmp_path):
@@ -146,3 +166,168 @@ def test_simulated_judgments_are_marked_in_the_export_and_separate_the_systems()
     assert overall["win_rate"] > 0.6 and overall["sign_test_p"] < 0.001
     kappa = next(r for r in summary["agreement"] if r["criterion"] == "Overall")
     assert kappa["fleiss_kappa"] > 0.5
+
+
+# Replies per context (0..5) for CARE (A), ESConv and ExTES: "ok", "unusable", "truncated" or
+# None (never generated). CARE vs ESConv: ctx 0 only A unusable, 1 both, 2 and 3 only B, 4 and 5
+# both eligible. CARE vs ExTES: 0 and 1 only A, 3 only B, 2, 4, 5 both eligible.
+REPLIES = {
+    "CARE": ["unusable", "truncated", "ok", "ok", "ok", "ok"],
+    "ESConv": ["ok", None, "unusable", None, "ok", "ok"],
+    "ExTES": ["ok", "ok", "ok", "truncated", "ok", "ok"],
+}
+
+
+def _study_with_failures(k: int = 2):
+    study, checkpoints, contexts = make_study(
+        n_contexts=6, systems=tuple(REPLIES), k=k, with_responses=False
+    )
+    key = sampling_key(study.sampling)
+    for ck in checkpoints:
+        for ctx, state in zip(contexts, REPLIES[ck.system.name], strict=True):
+            if state is not None:
+                Response.objects.create(
+                    checkpoint=ck,
+                    context=ctx,
+                    sampling_key=key,
+                    text=f"That sounds hard; tell me more ({ck.pk}.{ctx.pk}).",
+                    parse_status=Response.ParseStatus.NO_REASONING,
+                    usable=state != "unusable",
+                    truncated=state == "truncated",
+                )
+    assert build_items(study) == 2 + 3
+    for i in range(k):
+        user = annotator(username=f"itt{i}")
+        while (item := allocation.next_item(study, user)) is not None:
+            choice = "left" if item.a_on_left else "right"  # always prefer CARE
+            allocation.submit(study, user, item.public_id, {c: choice for c in study.criteria})
+    return study, checkpoints
+
+
+def _counts(availability) -> dict:
+    return {
+        a.system_b.split(" v")[0]: (
+            a.n_contexts,
+            a.both_eligible,
+            a.with_item,
+            a.only_a_unusable,
+            a.only_b_unusable,
+            a.both_unusable,
+        )
+        for a in availability
+    }
+
+
+def test_availability_counts_unusable_truncated_and_missing_replies():
+    study, checkpoints = _study_with_failures()
+    labels = [c.label for c in checkpoints]
+    availability = comparison_availability(study)
+    assert [a.comparison for a in availability] == [
+        f"{labels[0]} vs {labels[1]}",
+        f"{labels[0]} vs {labels[2]}",
+    ]  # the long format's comparison labels
+    assert _counts(availability) == {"ESConv": (6, 2, 2, 1, 2, 1), "ExTES": (6, 3, 3, 2, 1, 0)}
+    assert _counts(comparison_availability(study, checkpoint=str(checkpoints[2].pk))) == {
+        "ExTES": (6, 3, 3, 2, 1, 0)
+    }
+    # allowing truncated replies makes ctx 1 (CARE) and ctx 3 (ExTES) eligible: no item yet
+    study.allow_truncated = True
+    study.save()
+    assert _counts(comparison_availability(study)) == {
+        "ESConv": (6, 2, 2, 1, 3, 0),
+        "ExTES": (6, 5, 3, 1, 0, 0),
+    }
+
+
+def _itt_overall(rows: list[dict], comparison: str) -> dict:
+    found = [
+        r
+        for r in rows
+        if r["comparison"] == comparison
+        and r["criterion"] == "Overall"
+        and r["unit"] == "judgments"
+        and r["denominator"] == "all"
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_itt_beside_per_protocol_in_summary_page_api_and_every_export(tmp_path):
+    study, checkpoints = _study_with_failures(k=2)
+    comparison = f"{checkpoints[0].label} vs {checkpoints[1].label}"
+    summary = study_summary(study, n_boot=50)
+    r = _itt_overall(summary["itt"], comparison)
+    # per-protocol: 2 items x 2 judgments, all won by CARE; virtual (k = 2 per context):
+    # ctx 2 and 3 won by CARE, ctx 0 won by ESConv, ctx 1 a tie
+    assert (r["n_per_protocol"], r["win_rate_per_protocol"]) == (4, 1.0)
+    assert (r["n"], r["wins"], r["ties"], r["losses"]) == (12, 8, 2, 2)
+    assert r["win_rate"] == pytest.approx(8 / 12)
+    assert summary["meta"]["itt_k"] == 2 and "virtual" in summary["meta"]["itt_rule"]
+    other = _itt_overall(summary["itt"], f"{checkpoints[0].label} vs {checkpoints[2].label}")
+    assert (other["n"], other["wins"], other["losses"]) == (12, 8, 4)  # 6 + 2 won, 2 x 2 lost
+
+    client = Client()
+    client.force_login(researcher(username="itt-res"))
+    api = client.get(f"/api/studies/{study.pk}/results/").json()
+    assert _itt_overall(api["itt"], comparison)["win_rate"] == pytest.approx(8 / 12)
+    assert api["availability"][0]["only_a_unusable"] == 1
+    page = client.get(f"/studies/{study.pk}/results/").content.decode()
+    assert 'id="itt-table"' in page and 'id="availability-table"' in page
+    itt_table = page.split('id="itt-table"')[1].split("</table>")[0]
+    assert "66.7" in itt_table and "100.0" in itt_table  # ITT beside per-protocol
+    assert "4 / 2 / 2" in itt_table  # virtual judgments: A won / tie / B won
+
+    for fmt, read in (("csv", pd.read_csv), ("json", pd.read_json), ("parquet", pd.read_parquet)):
+        out = tmp_path / fmt
+        export_study(study, fmt, out)
+        table = read(out / f"itt.{fmt}")
+        assert len(table) == len(summary["itt"]) == 2 * 5 * 2 * 2  # comp x crit x unit x denom
+        got = table[
+            (table["comparison"] == comparison)
+            & (table["criterion"] == "Overall")
+            & (table["unit"] == "judgments")
+            & (table["denominator"] == "all")
+        ].iloc[0]
+        assert (got["n"], got["wins"], got["n_per_protocol"]) == (12, 8, 4)
+        assert got["contexts_both_unusable"] == 1
+        exported = json.loads((out / "summary.json").read_text())
+        assert _itt_overall(exported["itt"], comparison)["wins"] == 8
+        assert exported["availability"][0]["both_eligible"] == 2
+
+
+def test_itt_before_the_first_judgment():
+    study, _, _ = make_study(n_contexts=3, systems=("CARE", "ESConv"), with_responses=False)
+    summary = study_summary(study)
+    assert summary["empty"] and summary["availability"][0]["both_unusable"] == 3
+    assert {r["ties"] for r in summary["itt"] if r["unit"] == "judgments"} == {9}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_client_seconds_and_prior_exposures_round_trip(tmp_path, fmt):
+    study = _judged_study()
+    judgments = list(Judgment.objects.filter(item__study=study).order_by("pk"))
+    for i, j in enumerate(judgments):
+        j.client_seconds = None if i % 3 == 0 else 2.5 + i
+        j.prior_exposures = i % 3
+    Judgment.objects.bulk_update(judgments, ["client_seconds", "prior_exposures"])
+    want = {
+        (j.item.public_id, j.annotator.username): (j.client_seconds, j.prior_exposures)
+        for j in judgments
+    }
+    df = long_dataframe(study)
+    assert {"client_seconds", "prior_exposures"} <= set(df.columns)
+    assert df["client_seconds"].isna().sum() == len(df) // 3  # judgments 0, 3, 6, ...
+    assert df["seconds"].notna().all()  # the server's time stays a column of its own
+    export_study(study, fmt, tmp_path)
+
+    Study.objects.filter(pk=study.pk).update(name="original")
+    call_command("import_judgments", str(tmp_path / f"judgments.{fmt}"))
+    imported = Study.objects.get(name=study.name)
+    got = {
+        (j.item.public_id.split("-", 1)[1], j.annotator.username.rsplit(":", 1)[1]): (
+            j.client_seconds,
+            j.prior_exposures,
+        )
+        for j in Judgment.objects.filter(item__study=imported).select_related("item", "annotator")
+    }
+    assert got == want

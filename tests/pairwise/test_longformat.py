@@ -77,6 +77,21 @@ def test_validate_long_derives_missing_outcome_column() -> None:
     df = validate_long(_rows(4).drop(columns=["outcome", "seconds", "is_gold", "gold_expected"]))
     assert df["outcome"].tolist() == ["a", "b", "tie", None]
     assert not df["is_gold"].any() and df["seconds"].isna().all()
+    # files written before client_seconds and prior_exposures existed still read
+    assert df["client_seconds"].isna().all() and df["client_seconds"].dtype == float
+    assert df["prior_exposures"].tolist() == [0] * 4 and df["prior_exposures"].dtype == np.int64
+
+
+def test_client_seconds_and_prior_exposures_are_kept() -> None:
+    df = validate_long(_rows(3).assign(client_seconds=[9.5, None, 0.25], prior_exposures=[0, 2, 1]))
+    assert df["client_seconds"].tolist()[::2] == [9.5, 0.25] and np.isnan(df["client_seconds"][1])
+    assert df["prior_exposures"].tolist() == [0, 2, 1]
+    assert df["seconds"].tolist() == [12.5] * 3  # the server's time stays apart
+    # as text (CSV): empty is NaN / 0
+    text = _rows(2).assign(client_seconds=["", "3"], prior_exposures=["", "2"]).astype(str)
+    df = validate_long(text)
+    assert np.isnan(df["client_seconds"][0]) and df["client_seconds"][1] == 3.0
+    assert df["prior_exposures"].tolist() == [0, 2]
 
 
 @pytest.mark.parametrize(
@@ -90,6 +105,13 @@ def test_validate_long_derives_missing_outcome_column() -> None:
         (lambda d: d.assign(annotator=["x", "y", "x"]), 4, "item_id"),  # duplicate judgment
         (lambda d: d.assign(seconds=[1.0, -2.0, 3.0]), 3, "seconds"),
         (lambda d: d.assign(seconds=["1", "fast", "3"]), 3, "seconds"),
+        (lambda d: d.assign(client_seconds=[1.0, 2.0, 0.0]), 4, "client_seconds"),
+        (lambda d: d.assign(client_seconds=[1.0, -2.0, None]), 3, "client_seconds"),
+        (lambda d: d.assign(client_seconds=["1", "2", "slow"]), 4, "client_seconds"),
+        (lambda d: d.assign(prior_exposures=[0, 3, 0]), 3, "prior_exposures"),
+        (lambda d: d.assign(prior_exposures=[0, 1.5, 0]), 3, "prior_exposures"),
+        (lambda d: d.assign(prior_exposures=["-1", "0", "0"]), 2, "prior_exposures"),
+        (lambda d: d.assign(prior_exposures=["0", "0", "twice"]), 4, "prior_exposures"),
         (lambda d: d.assign(is_gold=[False, True, False]), 3, "gold_expected"),
         (lambda d: d.assign(gold_expected=[None, None, "left"]), 4, "gold_expected"),
         (lambda d: d.assign(is_gold=["no", "maybe", "no"]), 3, "is_gold"),
@@ -153,7 +175,9 @@ def test_read_long_jsonl_uses_file_lines(tmp_path) -> None:
 
 
 def test_read_long_json_and_parquet_round_trip(tmp_path) -> None:
-    original = validate_long(_rows(4))
+    original = validate_long(
+        _rows(4).assign(client_seconds=[4.0, None, 7.5, 1.0], prior_exposures=[0, 1, 2, 0])
+    )
     json_path = tmp_path / "judgments.json"
     json_path.write_text(json.dumps(original.replace({np.nan: None}).to_dict("records")))
     parquet_path = tmp_path / "judgments.parquet"
@@ -163,6 +187,8 @@ def test_read_long_json_and_parquet_round_trip(tmp_path) -> None:
         assert df["outcome"].tolist() == original["outcome"].tolist()
         assert df["choice"].tolist() == original["choice"].tolist()
         assert df["item_id"].tolist() == ["007"] * 4
+        assert df["prior_exposures"].tolist() == [0, 1, 2, 0]
+        pd.testing.assert_series_equal(df["client_seconds"], original["client_seconds"])
 
 
 def test_read_long_rejects_unknown_extension(tmp_path) -> None:

@@ -27,6 +27,7 @@ from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
 from pairwise.services import stats
+from pairwise.services.itt import Availability, intention_to_treat
 from pairwise.services.longformat import validate_long
 from pairwise.services.stats import (
     bradley_terry,
@@ -229,6 +230,86 @@ def test_majority_vote_per_item_and_exclusions() -> None:
     assert (judg["n"], judg["wins"], judg["ties"], judg["losses"]) == (11, 4, 3, 4)
     assert judg["n_excluded"] == 1  # the cannot_judge answer
     assert s["counts"]["cannot_judge"] == 1
+
+
+# ---------------------------------------------------------------------- intention-to-treat
+
+# The worked example of docs/statistics.md, section 3a: k = 3, 10 contexts, 6 items judged
+# 3 times each; 2 contexts with only B's reply unusable, 1 with only A's, 1 with both.
+ITT_ITEMS = {  # item: outcomes of its 3 judgments -> majority
+    0: ["a", "a", "a"],  # a
+    1: ["a", "a", "a"],  # a
+    2: ["a", "a", "b"],  # a
+    3: ["a", "a", "tie"],  # a
+    4: ["tie", "tie", "b"],  # tie
+    5: ["b", "b", "b"],  # b
+}
+ITT_AVAILABILITY = Availability(
+    comparison="CARE vs ESConv",
+    system_a="CARE",
+    system_b="ESConv",
+    n_contexts=10,
+    both_eligible=6,
+    only_a_unusable=1,
+    only_b_unusable=2,
+    both_unusable=1,
+    with_item=6,
+)
+
+
+def test_intention_to_treat_hand_computed_example() -> None:
+    j = [
+        ("CARE vs ESConv", item, f"r{i}", "Overall", o)
+        for item, outcomes in ITT_ITEMS.items()
+        for i, o in enumerate(outcomes)
+    ]
+    s = summarize(long_df(j), n_boot=0)
+    pp = row(s, "preference", denominator="all")
+    assert (pp["wins"], pp["ties"], pp["losses"]) == (10, 3, 5)  # the per-protocol input
+    table = intention_to_treat(
+        s["preference"] + s["preference_items"], [ITT_AVAILABILITY], k=3
+    ).set_index(["unit", "denominator"])
+    assert len(table) == 4
+    r = table.loc[("judgments", "all")]
+    # wins 10 + 3 x 2, ties 3 + 3 x 1, losses 5 + 3 x 1
+    assert (r["n"], r["wins"], r["ties"], r["losses"]) == (30, 16, 6, 8)
+    assert (r["virtual_wins"], r["virtual_ties"], r["virtual_losses"]) == (6, 3, 3)
+    assert r["win_rate"] == pytest.approx(16 / 30)
+    assert r["tie_rate"] == pytest.approx(6 / 30) and r["lose_rate"] == pytest.approx(8 / 30)
+    assert r["win_rate_ties_half"] == pytest.approx(19 / 30)
+    # Wilson 95% for 16/30, by hand: centre 0.5295, half-width 0.1681
+    assert r["win_rate_wilson_low"] == pytest.approx(0.3614, abs=5e-5)
+    assert r["win_rate_wilson_high"] == pytest.approx(0.6977, abs=5e-5)
+    assert r["n_per_protocol"] == 18 and r["win_rate_per_protocol"] == pytest.approx(10 / 18)
+    assert r["win_rate_ties_half_per_protocol"] == pytest.approx(11.5 / 18)
+    assert (r["n_contexts"], r["contexts_only_b_unusable"], r["contexts_with_item"]) == (10, 2, 6)
+    r = table.loc[("judgments", "non-tied")]
+    assert (r["n"], r["win_rate"], r["n_per_protocol"]) == (24, pytest.approx(16 / 24), 15)
+    assert math.isnan(r["tie_rate"]) and r["win_rate_per_protocol"] == pytest.approx(10 / 15)
+    assert r["win_rate_wilson_low"] == pytest.approx(0.4671, abs=5e-5)
+    # items: majority a 4, tie 1, b 1; one virtual item per context without an item
+    r = table.loc[("items", "all")]
+    assert (r["n"], r["wins"], r["ties"], r["losses"], r["virtual_per_context"]) == (10, 6, 2, 2, 1)
+    assert r["win_rate"] == pytest.approx(0.6) and r["n_per_protocol"] == 6
+
+
+def test_intention_to_treat_without_judgments_and_with_unknown_availability() -> None:
+    lost = Availability("A vs C", "A", "C", 4, 0, 4, 0, 0, with_item=0)  # A never usable
+    imported = Availability.unknown("A vs B", "A", "B", "imported")
+    t = intention_to_treat([], [lost, imported], k=2, criteria=["Overall"], units=["judgments"])
+    assert t["comparison"].unique().tolist() == ["A vs C"]  # unknown: no ITT rows
+    r = t.set_index("denominator").loc["all"]
+    assert (r["n"], r["wins"], r["losses"], r["win_rate"]) == (8, 0, 8, 0.0)
+    assert r["n_per_protocol"] == 0 and math.isnan(r["win_rate_per_protocol"])
+
+
+def test_availability_counts_must_add_up() -> None:
+    with pytest.raises(ValueError, match="n_contexts = 5"):
+        Availability("A vs B", "A", "B", 5, 2, 1, 1, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        Availability("A vs B", "A", "B", 1, 2, -1, 0, 0)
+    with pytest.raises(ValueError, match="k"):
+        intention_to_treat([], [ITT_AVAILABILITY], k=0)
 
 
 def test_gold_items_are_left_out_of_preference() -> None:
@@ -454,7 +535,7 @@ def test_stats_module_does_not_import_django() -> None:
 
     code = (
         "import sys, pairwise.services.stats, pairwise.services.longformat, "
-        "pairwise.services.pandalm; sys.exit('django' in sys.modules)"
+        "pairwise.services.pandalm, pairwise.services.itt; sys.exit('django' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
