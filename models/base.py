@@ -29,11 +29,19 @@ def _canonical_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``temperature == 0`` means greedy decoding, where seeds have no effect."""
+    """How to sample. ``temperature == 0`` means greedy decoding, where seeds have no effect.
+
+    ``max_new_tokens`` is the reply's budget. ``reasoning_tokens`` is the extra budget a
+    checkpoint that writes a reasoning chain gets on top of it, so the chain does not eat the
+    reply's tokens; 0 (the default) leaves the choice to the caller (the site uses
+    ``pairwise.services.sampling.DEFAULT_REASONING_TOKENS``). Backends read only
+    ``max_new_tokens``: the caller adds the two before sending a request.
+    """
 
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 128
+    reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
         # 1 and 1.0 must give the same key, so store floats as floats.
@@ -49,13 +57,27 @@ class SamplingParams:
             )
         if self.max_new_tokens < 1:
             raise ValueError(f"SamplingParams.max_new_tokens={self.max_new_tokens}: expected >= 1")
+        if (
+            isinstance(self.reasoning_tokens, bool)
+            or not isinstance(self.reasoning_tokens, int)
+            or self.reasoning_tokens < 0
+        ):
+            raise ValueError(
+                f"SamplingParams.reasoning_tokens={self.reasoning_tokens!r}: expected an integer "
+                ">= 0"
+            )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
     def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+        """The fields as a dict; ``reasoning_tokens`` only when set, so a config written before
+        the field existed keeps its dict, and so its :meth:`key`."""
+        out = asdict(self)
+        if not self.reasoning_tokens:
+            del out["reasoning_tokens"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingParams:

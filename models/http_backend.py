@@ -35,6 +35,16 @@ def _is_transient(status: int) -> bool:
     return status in _RETRY_STATUSES or status >= 500
 
 
+def _finish_reason(reported: Any, completion_tokens: int, max_tokens: int) -> str:
+    """The OpenAI finish reason, "length" whenever the limit was hit: some servers say
+    "max_tokens", and some say nothing (then the token count tells)."""
+    if reported in ("length", "max_tokens"):
+        return "length"
+    if reported:
+        return str(reported)
+    return "length" if completion_tokens >= max_tokens else "stop"
+
+
 class HTTPBackend(Backend):
     """Chat completions over HTTP, with retries and a concurrency limit per batch."""
 
@@ -123,7 +133,7 @@ class HTTPBackend(Backend):
                 problem = f"{type(e).__name__}: {e}"
             else:
                 if response.status_code == 200:
-                    return self._parse(response)
+                    return self._parse(response, request)
                 problem = f"HTTP {response.status_code}: {response.text[:300]}"
                 if not _is_transient(response.status_code):
                     raise BackendError(f"POST {url} (request_id={request.request_id}): {problem}")
@@ -134,7 +144,7 @@ class HTTPBackend(Backend):
             f"still failing after {self.max_retries + 1} attempts"
         )
 
-    def _parse(self, response: httpx.Response) -> Generation:
+    def _parse(self, response: httpx.Response, request: GenerationRequest) -> Generation:
         try:
             body = response.json()
             choice = body["choices"][0]
@@ -142,11 +152,14 @@ class HTTPBackend(Backend):
             usage = body.get("usage") or {}
             if not isinstance(text, str):
                 raise TypeError(f"choices[0].message.content is {type(text).__name__}")
+            completion_tokens = int(usage.get("completion_tokens", 0))
             return Generation(
                 text=text,
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                finish_reason=choice.get("finish_reason") or "stop",
+                completion_tokens=completion_tokens,
+                finish_reason=_finish_reason(
+                    choice.get("finish_reason"), completion_tokens, request.sampling.max_new_tokens
+                ),
                 seconds=0.0,  # set per batch by generate()
             )
         except (ValueError, KeyError, IndexError, TypeError) as e:

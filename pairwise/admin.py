@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import FileResponse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from pairwise import models as m
-from pairwise.services import export, generation, studies
+from pairwise.services import export, generation, identity, studies
 
 
 @admin.register(m.System)
@@ -61,8 +62,22 @@ class ComparisonInline(admin.TabularInline):
     raw_id_fields = ("checkpoint_a", "checkpoint_b")
 
 
+class StudyForm(forms.ModelForm):
+    class Meta:
+        model = m.Study
+        fields = "__all__"  # noqa: DJ007 - the admin edits every field
+
+    def clean_identity_patterns(self):
+        try:
+            return identity.check_identity_patterns(self.cleaned_data["identity_patterns"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 @admin.register(m.Study)
 class StudyAdmin(admin.ModelAdmin):
+    form = StudyForm
+    readonly_fields = ("identity_flagged",)
     list_display = ("name", "status", "overlap_k", "progress", "created_at")
     list_filter = ("status",)
     search_fields = ("name",)
@@ -79,6 +94,25 @@ class StudyAdmin(admin.ModelAdmin):
             o["items_complete"],
             o["items_total"],
             per or "no judgments",
+        )
+
+    @admin.display(description="replies that reveal a system (kept out of items)")
+    def identity_flagged(self, obj):
+        if obj.pk is None:
+            return "-"
+        flagged = identity.flagged_responses(obj)
+        if not flagged:
+            return "none"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li>response {} ({}, context {}): <code>{}</code> in &ldquo;{}&rdquo;</li>",
+                (
+                    (f["response_id"], f["checkpoint"], f["context_id"], f["pattern"], f["text"])
+                    for f in flagged
+                ),
+            ),
         )
 
     @admin.action(description="Open (generate, then build items)")
@@ -134,8 +168,16 @@ class ComparisonAdmin(admin.ModelAdmin):
 
 @admin.register(m.Response)
 class ResponseAdmin(admin.ModelAdmin):
-    list_display = ("id", "checkpoint", "context", "parse_status", "usable", "created_at")
-    list_filter = ("checkpoint__system", "parse_status", "usable")
+    list_display = (
+        "id",
+        "checkpoint",
+        "context",
+        "parse_status",
+        "usable",
+        "truncated",
+        "created_at",
+    )
+    list_filter = ("checkpoint__system", "parse_status", "usable", "truncated")
     search_fields = ("text",)
     raw_id_fields = ("checkpoint", "context")
 

@@ -121,7 +121,7 @@ def study_list(request: HttpRequest) -> HttpResponse:
 def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     _require_researcher(request)
     from pairwise.models import Checkpoint
-    from pairwise.services import exposure, generation, scoring, studies
+    from pairwise.services import exposure, generation, identity, scoring, studies
     from training.metrics import METRIC_KEYS
 
     study = get_object_or_404(Study, pk=study_id)
@@ -133,6 +133,7 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
             "gen": generation.generation_progress(study),
             "overview": studies.study_overview(study),
             "exposure": exposure.exposure_overview(study),
+            "identity_flagged": identity.flagged_responses(study),
             "metric_keys": METRIC_KEYS,
             "metrics": scoring.study_metrics(study),
             "checkpoints": Checkpoint.objects.select_related("system").filter(system__kind="model"),

@@ -118,7 +118,7 @@ def make_study(
                     checkpoint=ck,
                     context=ctx,
                     sampling_key=key,
-                    text=f"reply of {ck.system.name} to {ctx.pk}",
+                    text=f"reply {ck.pk}-{ctx.pk}",  # never a system name: that is a reveal
                     parse_status=m.Response.ParseStatus.NO_REASONING,
                 )
         build_items(study)

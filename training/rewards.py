@@ -7,7 +7,9 @@ completion; the ``content`` of its assistant messages is scored).
 Components, each 0.0 or 1.0:
 
 * ``format_reward``: the text parses: a ``<think>`` block whose tags are well formed, followed by a
-  non-empty reply (status ``complete``, ``missing_node`` or ``out_of_order``).
+  non-empty reply (status ``complete``, ``missing_node`` or ``out_of_order``). Nodes without
+  ``<think>`` (``unwrapped``, even with a clean reply) and reasoning tags that leak into the
+  reply (``tag_leak``) earn nothing: the site could not have shown such text as produced.
 * ``structure_reward``: all four nodes (context, cognition, emotion, plan), each exactly once,
   in that order, each with text (status ``complete``).
 * ``strategy_reward``: the plan's strategy equals the gold ESConv strategy
@@ -105,6 +107,13 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
 
     >>> format_reward(["<think><context>x</context></think>Hello", "Hello", "<think>x", ""])
     [1.0, 0.0, 0.0, 0.0]
+
+    No ``<think>`` around the nodes (``unwrapped``), or tags leaking into the reply in any
+    spelling (``tag_leak``, or ``malformed`` after a ``<think>`` block): no reward.
+
+    >>> format_reward(["<context>x</context>Hello", "Hi <think/>", "Hi &lt;/plan&gt;",
+    ...                "<think><context>x</context></think>Hi < / Plan >"])
+    [0.0, 0.0, 0.0, 0.0]
     """
     return [_format(p) for p in _parse_all(completions)]
 
@@ -145,6 +154,12 @@ def care_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     >>> care_reward([chain.format("Hi"), chain.format(""), "<think><plan>p</plan></think>Hi"],
     ...             strategy=["others", "Others", "Others"])
     [3.0, 0.0, 1.0]
+
+    A complete chain without ``<think>`` (``unwrapped``) scores nothing, strategy included:
+
+    >>> unwrapped = chain.format("Hi").removeprefix("<think>").replace("</think>", " ")
+    >>> care_reward([unwrapped, "&lt;think&gt;" + chain.format("Hi")], strategy="Others")
+    [0.0, 0.0]
     """
     parsed = _parse_all(completions)
     gold = _gold(kwargs, len(parsed))

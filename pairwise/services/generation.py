@@ -21,8 +21,13 @@ from models.base import GenerationRequest, prompt_hash
 from models.registry import get_backend
 from pairwise.models import Checkpoint, EvalContext, GenerationBatch, Response, Study
 from pairwise.services.items import build_items
-from pairwise.services.sampling import sampling_key, sampling_params
-from training.care_format import parse_care_output
+from pairwise.services.sampling import (
+    backend_params,
+    reasoning_budget,
+    sampling_key,
+    sampling_params,
+)
+from training.care_format import has_reasoning_tag, parse_care_output
 from training.datasets.types import Turn
 from training.prompts import to_messages
 
@@ -141,6 +146,8 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
     )
     if contexts:
         params = sampling_params(study.sampling)
+        # A reasoning checkpoint gets its chain's budget on top of the reply's (sampling.py).
+        sent = backend_params(params, reasoning=checkpoint.reasoning)
         window = (checkpoint.backend_config or {}).get("prompt_window")
         requests = [
             GenerationRequest(
@@ -148,7 +155,7 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
                     [Turn.from_dict(t) for t in (c.history[-window:] if window else c.history)],
                     care=checkpoint.reasoning,
                 ),
-                sampling=params,
+                sampling=sent,
                 seed=_seed(study, c.pk),
             )
             for c in contexts
@@ -184,6 +191,7 @@ def _response_row(checkpoint, key, context, request, generation, backend, params
         key,
         context,
         generation.text,
+        truncated=generation.finish_reason == "length",
         provenance={
             "checkpoint": checkpoint.label,
             "checkpoint_id": checkpoint.pk,
@@ -191,6 +199,9 @@ def _response_row(checkpoint, key, context, request, generation, backend, params
             "backend": backend.name,
             "backend_version": backend.version,
             "sampling": params.to_dict(),
+            "reply_tokens": params.max_new_tokens,
+            "reasoning_tokens": reasoning_budget(params, reasoning=checkpoint.reasoning),
+            "max_new_tokens": request.sampling.max_new_tokens,  # what the backend was sent
             "seed": request.seed,
             "prompt_hash": prompt_hash(request.messages),
             "prompt_tokens": generation.prompt_tokens,
@@ -203,23 +214,37 @@ def _response_row(checkpoint, key, context, request, generation, backend, params
 
 
 def parsed_response(
-    checkpoint, key, context, raw: str, *, provenance: dict, reasoning: str | None = None
+    checkpoint,
+    key,
+    context,
+    raw: str,
+    *,
+    provenance: dict,
+    reasoning: str | None = None,
+    truncated: bool = False,
 ) -> Response:
     """A Response row from a model's raw text: the reply split from any reasoning chain.
 
     `reasoning`, when given (an import with the chain stored apart), is kept as it is and the
-    text is taken as the reply."""
+    text is taken as the reply; a reply holding a reasoning tag (`has_reasoning_tag`) is then
+    `tag_leak`, with no text and not usable, as it is from the parser. `truncated`: the
+    generation hit its length limit; the parse does not change, whether a study may show it is
+    `eligibility`'s to decide."""
     if reasoning is not None:
         text = raw.strip()
+        leak = has_reasoning_tag(text)
         return Response(
             checkpoint=checkpoint,
             context=context,
             sampling_key=key,
-            text=text,
+            text="" if leak else text,
             reasoning=reasoning,
             raw_output=raw,
-            parse_status=Response.ParseStatus.NO_REASONING,
-            usable=bool(text),
+            parse_status=(
+                Response.ParseStatus.TAG_LEAK if leak else Response.ParseStatus.NO_REASONING
+            ),
+            usable=bool(text) and not leak,
+            truncated=truncated,
             provenance=provenance,
         )
     parsed = parse_care_output(raw)
@@ -233,6 +258,7 @@ def parsed_response(
         parse_status=parsed.status,
         strategy=parsed.strategy or "",
         usable=parsed.response is not None and bool(parsed.response.strip()),
+        truncated=truncated,
         provenance=provenance,
     )
 

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from pairwise.models import Checkpoint, Comparison, ComparisonItem, EvalContext, Response, Study
-from pairwise.services import generation
+from pairwise.services import generation, identity
 from pairwise.services.items import add_gold_items, build_items
 from pairwise.services.sampling import sampling_key, sampling_params
 
@@ -44,6 +44,7 @@ def check_study(
     overlap_k: int,
     sampling: dict | None,
     gold_share: float,
+    identity_patterns: list[str] | None = None,
 ) -> None:
     if not name or not name.strip():
         raise StudyError("name: required")
@@ -62,6 +63,10 @@ def check_study(
         raise StudyError("gold_share: must be between 0 and 0.5")
     try:
         sampling_params(sampling)
+    except ValueError as exc:
+        raise StudyError(str(exc)) from exc
+    try:
+        identity.check_identity_patterns(identity_patterns)
     except ValueError as exc:
         raise StudyError(str(exc)) from exc
 
@@ -98,7 +103,9 @@ def create_study(
         isinstance(t, str) and t.strip() for t in gold_controls
     ):
         raise StudyError("gold_controls: expected a list of non-empty texts")
-    check_study(name, pairs, criteria, overlap_k, sampling, gold_share)
+    check_study(
+        name, pairs, criteria, overlap_k, sampling, gold_share, identity_patterns=identity_patterns
+    )
     with transaction.atomic():
         study = Study.objects.create(
             name=name,
@@ -244,4 +251,6 @@ def study_overview(study: Study) -> dict:
         "per_comparison": per_comparison,
         "unusable_responses": unusable,
         "gold_items": study.items.filter(is_gold=True).count(),
+        # replies that name a system: kept out of items (identity.py), listed on the study page
+        "identity_flagged": len(identity.flagged_responses(study)),
     }

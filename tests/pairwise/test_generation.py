@@ -5,13 +5,14 @@ from django.db import transaction
 
 from pairwise.models import ComparisonItem, GenerationBatch, Response, Study
 from pairwise.services import generation, studies
+from pairwise.services.items import build_items
 from pairwise.tasks import generate_batch
 from tests.factories import CheckpointFactory, EvalContextFactory, SystemFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _study(n=5, *, care_config=None, batch_size=2, name="gen"):
+def _study(n=5, *, care_config=None, batch_size=2, name="gen", sampling=None):
     care = CheckpointFactory(
         system=SystemFactory(name="CARE"), reasoning=True, backend_config=care_config or {}
     )
@@ -21,7 +22,7 @@ def _study(n=5, *, care_config=None, batch_size=2, name="gen"):
         name,
         contexts=contexts,
         pairs=[(care, esconv)],
-        sampling={"temperature": 0.7, "max_new_tokens": 32},
+        sampling=sampling or {"temperature": 0.7, "max_new_tokens": 32},
     )
     return study, care, esconv, contexts
 
@@ -208,3 +209,168 @@ def test_a_checkpoint_is_prompted_with_the_window_it_was_trained_on():
     for response in Response.objects.filter(checkpoint=esconv):  # no window: the whole history
         turns = [Turn.from_dict(t) for t in response.context.history]
         assert response.provenance["prompt_hash"] == prompt_hash(to_messages(turns))
+
+
+# --- Blind-study integrity: leaks, truncation, the reasoning budget ---------------------------
+
+
+def test_a_chain_without_think_is_split_and_a_leak_is_never_shown(monkeypatch, settings):
+    """Real small models drop <think> or leak tags: the reply shown never holds one."""
+    from models.fake import FakeBackend
+
+    outputs = {
+        0: '<context>a</context><plan strategy="Question">b</plan> How are you?',
+        1: "That sounds hard. &lt;/plan&gt;",
+        2: "< Plan >b</plan> How are you?",
+        3: "<think/>How are you?",
+    }
+    calls = iter(range(100))
+    original = FakeBackend._text
+
+    def scripted(self, request):
+        return outputs[next(calls) % 4] if self.reasoning else original(self, request)
+
+    monkeypatch.setattr(FakeBackend, "_text", scripted)
+    settings.GENERATION_BATCH_SIZE = 4
+    study, care, *_ = _study(4)
+    studies.open_study(study)
+    rows = {r.raw_output: r for r in Response.objects.filter(checkpoint=care)}
+    unwrapped = rows[outputs[0]]
+    assert (unwrapped.parse_status, unwrapped.text, unwrapped.strategy) == (
+        Response.ParseStatus.UNWRAPPED,
+        "How are you?",
+        "Question",
+    )
+    assert unwrapped.usable and unwrapped.reasoning.startswith("<context>a</context>")
+    for raw in (outputs[1], outputs[3]):
+        leak = rows[raw]
+        assert (leak.parse_status, leak.text, leak.usable) == ("tag_leak", "", False)
+    assert rows[outputs[2]].parse_status == "unwrapped"
+    shown = ComparisonItem.objects.filter(study=study).values_list("response_a__text", flat=True)
+    assert set(shown) == {"How are you?"}
+
+
+def test_imported_replies_with_a_tag_are_leaks_with_and_without_reasoning(tmp_path):
+    import json
+
+    from pairwise.services.responses import import_responses
+    from tests.factories import make_study
+
+    study, (care, _), contexts = make_study(n_contexts=4, with_responses=False)
+    lines = [
+        {"context_id": contexts[0].pk, "text": "<context>c</context>\nHow are you?"},
+        {"context_id": contexts[1].pk, "text": "Hi &lt;think&gt;"},
+        {"context_id": contexts[2].pk, "text": "Hi <PLAN>p</PLAN>", "reasoning": "<plan>p</plan>"},
+        {"context_id": contexts[3].pk, "text": "How are you?", "reasoning": "<plan>p</plan>"},
+    ]
+    f = tmp_path / "care.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    result = import_responses(care, f, study=study)
+    assert result["unusable"] == 2
+    got = {
+        r.context_id: (r.parse_status, r.text, r.usable)
+        for r in Response.objects.filter(checkpoint=care)
+    }
+    assert got == {
+        contexts[0].pk: ("unwrapped", "How are you?", True),
+        contexts[1].pk: ("tag_leak", "", False),
+        contexts[2].pk: ("tag_leak", "", False),  # the reply given as it is holds a tag
+        contexts[3].pk: ("no_reasoning", "How are you?", True),
+    }
+
+
+def test_a_reply_cut_at_the_length_limit_is_marked_truncated_and_not_shown():
+    # 8 tokens: every fake baseline reply (12+ words) is cut; CARE's chain has its own budget
+    study, care, esconv, contexts = _study(3, sampling={"temperature": 0.7, "max_new_tokens": 8})
+    studies.open_study(study)
+    cut = Response.objects.filter(checkpoint=esconv)
+    assert cut.count() == 3
+    for r in cut:
+        assert r.truncated and r.usable and r.parse_status == "no_reasoning"
+        assert r.provenance["finish_reason"] == "length" and len(r.text.split()) == 8
+    assert not Response.objects.filter(checkpoint=care, truncated=True).exists()
+    assert ComparisonItem.objects.filter(study=study).count() == 0  # not shown by default
+    study.allow_truncated = True
+    study.save()
+    assert build_items(study) == 3
+
+
+def test_truncated_replies_are_left_out_of_items_unless_the_study_allows_them():
+    from pairwise.services.sampling import sampling_key
+    from tests.factories import make_study
+
+    study, checkpoints, contexts = make_study(n_contexts=4, with_responses=False)
+    key = sampling_key(study.sampling)
+    for ck in checkpoints:
+        for i, ctx in enumerate(contexts):
+            Response.objects.create(
+                checkpoint=ck,
+                context=ctx,
+                sampling_key=key,
+                text=f"reply {ck.pk}-{ctx.pk}",
+                parse_status=Response.ParseStatus.NO_REASONING,
+                truncated=(ck == checkpoints[0] and i < 3),
+            )
+    assert build_items(study) == 1
+    study.allow_truncated = True
+    study.save()
+    assert build_items(study) == 3
+    assert study.items.count() == 4
+
+
+def test_default_sampling_keeps_its_key():
+    """Responses are stored under these keys: a new sampling field must not change them."""
+    from models.base import SamplingParams
+    from pairwise.services.sampling import sampling_key
+
+    assert SamplingParams().key() == "61cdf7560f3dff90"  # computed before reasoning_tokens
+    assert sampling_key(None) == sampling_key({"reasoning_tokens": 0}) == "61cdf7560f3dff90"
+    demo = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 160}
+    assert sampling_key(demo) == "44cc0d7a0311b6fe"
+    assert SamplingParams().to_dict() == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128}
+    assert sampling_key({**demo, "reasoning_tokens": 64}) != sampling_key(demo)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "64"])
+def test_reasoning_tokens_is_validated_and_named(bad):
+    from pairwise.services.sampling import sampling_params
+
+    with pytest.raises(ValueError, match="reasoning_tokens"):
+        sampling_params({"reasoning_tokens": bad})
+
+
+def test_an_unknown_sampling_field_lists_the_allowed_ones():
+    from pairwise.services.sampling import sampling_params
+
+    with pytest.raises(ValueError, match="reasoning_tokens"):
+        sampling_params({"max_tokens": 3})
+
+
+def test_a_reasoning_checkpoint_gets_a_chain_budget_on_top_of_the_reply():
+    from pairwise.services.sampling import DEFAULT_REASONING_TOKENS
+
+    # 8 reply tokens: before the budget, every fake CARE chain (34+ words) was cut off
+    study, care, esconv, _ = _study(2, sampling={"max_new_tokens": 8})
+    studies.open_study(study)
+    for r in Response.objects.filter(checkpoint=care):
+        assert r.parse_status == "complete" and r.usable and not r.truncated
+        assert (
+            r.provenance["reply_tokens"],
+            r.provenance["reasoning_tokens"],
+            r.provenance["max_new_tokens"],
+        ) == (8, DEFAULT_REASONING_TOKENS, 8 + DEFAULT_REASONING_TOKENS)
+    for r in Response.objects.filter(checkpoint=esconv):
+        p = r.provenance
+        assert (p["reply_tokens"], p["reasoning_tokens"], p["max_new_tokens"]) == (8, 0, 8)
+    # a study's own budget
+    study, care, *_ = _study(1, name="own", sampling={"max_new_tokens": 8, "reasoning_tokens": 40})
+    studies.open_study(study)
+    r = Response.objects.get(checkpoint=care, context__studies=study)
+    p = r.provenance
+    assert (p["reply_tokens"], p["reasoning_tokens"], p["max_new_tokens"]) == (8, 40, 48)
+    assert p["sampling"] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_new_tokens": 8,
+        "reasoning_tokens": 40,
+    }

@@ -11,6 +11,7 @@ from training.care_format import (
     STATUSES,
     ParsedOutput,
     format_care_output,
+    has_reasoning_tag,
     parse_care_output,
 )
 
@@ -169,3 +170,102 @@ def test_fuzz_random_strings_never_raise():
         if p.status in ("malformed", "no_reasoning"):
             assert p.nodes == {}
     assert parse_care_output(None).status == "no_reasoning"  # type: ignore[arg-type]
+
+
+# --- No reasoning tag ever reaches a shown reply ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I hear you < / Plan > really",  # spacing
+        "<think/> I hear you.",  # self-closing
+        "<Think />I hear you.",
+        "I hear you. &lt;think&gt;",  # HTML-escaped
+        "I hear you. &lt;/context&gt;",
+        "I hear you. &#60;/plan&#62;",  # numeric escapes
+        "I hear you. &#x3C;emotion&#x3E;",
+        "I hear you. &amp;lt;cognition&amp;gt;",  # escaped twice
+        "I hear you. \\u003cthink\\u003e",  # JSON escape written out
+        "I hear you. \uff1cplan\uff1e",  # full-width brackets
+        "I hear you. <thinking>hmm</thinking>",
+        'I hear you. <plan strategy="Question"',  # left open at the end
+        "Sure. <context>a</context> How are you?",  # text before the first node
+        "<context>a</context><cognition>b How are you?",  # a node never closed
+        "<context>a</context>",  # nodes and no reply
+        "<context>a</context> How are you? </plan>",  # a tag in what would be the reply
+        "<context>a<emotion>b</emotion></context> Hi",  # nested
+    ],
+)
+def test_a_reasoning_tag_without_a_proper_chain_is_a_leak(text):
+    p = parse_care_output(text)
+    assert p.status == "tag_leak" and p.response is None, p
+    assert has_reasoning_tag(text)
+
+
+def test_a_stray_think_tag_is_malformed_and_never_in_the_reply():
+    for text in ("How are you? <think>", "<THINK>", "Hi <think> there </Think>"):
+        p = parse_care_output(text)
+        assert p.status == "malformed" and p.response is None, text
+    # R1 style (the template opened <think>): what follows the only </think> is the reply
+    p = parse_care_output("Hi </Think> there")
+    assert p.status == "malformed" and p.response == "there"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I care about you, and I plan to listen.",
+        "Context matters; your emotions are valid. <3",
+        "a < b and c > d",
+        "Think about what would help <em>you</em>.",
+        "&lt;3 thinking of you",
+    ],
+)
+def test_ordinary_replies_are_not_leaks(text):
+    assert not has_reasoning_tag(text)
+    assert parse_care_output(text).status == "no_reasoning"
+
+
+def test_nodes_without_think_are_unwrapped_and_split():
+    p = parse_care_output('<context>a</context><plan strategy="Question">b</plan> How are you?')
+    assert p.status == "unwrapped" and not p.ok
+    assert p.response == "How are you?"
+    assert p.reasoning == '<context>a</context><plan strategy="Question">b</plan>'
+    assert (p.strategy, p.order, p.nodes) == (
+        "Question",
+        ("context", "plan"),
+        {"context": "a", "plan": "b"},
+    )
+    # any case and spacing; all four nodes
+    p = parse_care_output(
+        "\n<CONTEXT>a</ Context >\n<cognition>b</cognition><emotion>c</emotion>\n"
+        "< plan strategy='reflection of feelings' >d</PLAN>\n  That sounds lonely.  "
+    )
+    assert p.status == "unwrapped" and p.response == "That sounds lonely."
+    assert p.order == NODES and p.strategy == "Reflection of feelings"
+
+
+def test_a_chain_followed_by_an_escaped_tag_has_no_reply():
+    p = parse_care_output(chain(C, G, E, P, reply="Hi &lt;/plan&gt;"))
+    assert p.status == "malformed" and p.response is None
+    p = parse_care_output(chain(C, G, E, P, reply="Hi <Think/>"))
+    assert p.status == "malformed" and p.response is None
+
+
+def test_new_statuses_are_listed():
+    assert STATUSES[-2:] == ("unwrapped", "tag_leak")
+
+
+def test_fuzz_no_reply_ever_holds_a_reasoning_tag():
+    pieces = [
+        "<think>", "</think>", "<think/>", "<context>", "</context>", "< / Plan >", "<plan>",
+        "</plan>", "<emotion>", "</emotion>", "&lt;", "&gt;", "&#60;", "&amp;", "think",
+        "context", "/", "<", ">", " ", "\n", "Hi.", "care", "\uff1c",
+    ]  # fmt: skip
+    rng = random.Random(99)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(20)))
+        p = parse_care_output(text)
+        assert p.status in STATUSES
+        assert p.response is None or not has_reasoning_tag(p.response), text

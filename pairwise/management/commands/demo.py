@@ -63,13 +63,20 @@ class StepFailed(Exception):
 
 @dataclass
 class Sizes:
-    """Training lengths for the demo; `--fast` is the CI size."""
+    """Training lengths for the demo; `--fast` is the CI size.
+
+    `max_new_tokens` is every reply's budget; CARE gets `reasoning_tokens` more for its chain
+    (pairwise/services/sampling.py)."""
 
     enrich_limit: int
     sft_steps: int
     grpo_steps: int
     baseline_steps: int
     max_new_tokens: int
+    # The tiny CARE model's chain plus reply is ~118 tokens on average, p90 ~145
+    # (docs/training.md, care_sft_tiny.yaml), and GRPO trained it within 160 in all: 160 tokens
+    # for the chain alone leaves room for the long tail without cutting the reply's budget.
+    reasoning_tokens: int = 160
 
 
 FULL = Sizes(enrich_limit=1200, sft_steps=150, grpo_steps=60, baseline_steps=60, max_new_tokens=160)
@@ -338,6 +345,7 @@ class Command(BaseCommand):
                 "temperature": 0.7,
                 "top_p": 0.9,
                 "max_new_tokens": self.sizes.max_new_tokens,
+                "reasoning_tokens": self.sizes.reasoning_tokens,
             },
         )
         self.note(f"study {study.pk}: {len(contexts)} contexts x 3 comparisons")
