@@ -1,13 +1,16 @@
 """Annotator load benchmark: 50 annotators at once against the site under gunicorn on PostgreSQL.
 
     .venv/bin/python bench/annotators.py [--quick] [--annotators 50] [--seconds 60] [--think 1]
-                                         [--history 0]
+                                         [--history 0] [--comparisons 2]
 
 Set-up (timed apart): a throwaway PostgreSQL database (``--db``, default ``bench_annotators``,
 dropped at the end) is created and migrated; a study of ``--items`` (10,000) comparison items
-(2 comparisons of 3 checkpoints, 5,000 contexts, overlap k=3) and ``--annotators`` accounts with
-DRF tokens are bulk-created; ``--history N`` gives each annotator N judgments made before the
-load (items completed by k of them, stored in random order), as after a long session. The
+(``--comparisons`` 2: A against 2 baselines on 5,000 contexts; 3: A against 3 baselines on
+3,333, the paper's design, where A's reply to a context is in 3 items, so the allocator's
+repeat-exposure rule keeps an annotator to one of them; overlap k=3) and ``--annotators``
+accounts with DRF tokens are bulk-created; ``--history N`` gives each annotator N judgments made
+before the load (items completed by k of them, stored in random order, each with the record
+that it was shown), as after a long session. The
 site then runs under gunicorn (gthread, ``--workers`` x ``--threads``) with production
 settings (DEBUG off) and the URLconf of bench/annotators_urls.py, which adds two bench-only
 baselines: a bare Django view (no database, no authentication) and a bare DRF view with the
@@ -84,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--k", type=int, default=3, help="overlap: judgments per item")
     parser.add_argument(
+        "--comparisons",
+        type=int,
+        default=2,
+        choices=(2, 3),
+        help="comparisons sharing system A (3: the paper's design)",
+    )
+    parser.add_argument(
         "--think",
         type=float,
         default=1.0,
@@ -108,8 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     if opts.quick:
         opts.seconds, opts.warmup = 10.0, 1.0
-    if opts.items % 2:
-        parser.error(f"--items={opts.items}: expected an even number (2 comparisons)")
+    if opts.items % opts.comparisons:
+        parser.error(
+            f"--items={opts.items}: expected a multiple of --comparisons={opts.comparisons}"
+        )
     return opts
 
 
@@ -142,12 +154,18 @@ def setup_django(database_url: str, var_dir: Path) -> None:
 
 
 def populate(
-    n_items: int, n_annotators: int, k: int, seed: int, history: int = 0
+    n_items: int,
+    n_annotators: int,
+    k: int,
+    seed: int,
+    history: int = 0,
+    comparisons: int = 2,
 ) -> tuple[int, list[str]]:
     """Bulk-create the study and the annotators; return (study id, tokens).
 
     `history`: judgments each annotator already made, on items completed by k of them, stored
-    in random order as a live site's would be."""
+    in random order as a live site's would be, each with its Exposure (what was shown).
+    `comparisons`: how many baselines system A is compared with on every context."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.management import call_command
@@ -158,11 +176,12 @@ def populate(
 
     call_command("migrate", verbosity=0)
     rng = random.Random(seed)
-    systems = [m.System.objects.create(name=n) for n in ("CARE", "ESConv-SFT", "Base")]
+    names = ("CARE", "ESConv-SFT", "Base", "ExTES-SFT")[: comparisons + 1]
+    systems = [m.System.objects.create(name=n) for n in names]
     checkpoints = [
         m.Checkpoint.objects.create(system=s, version=1, backend="static") for s in systems
     ]
-    n_contexts = n_items // 2
+    n_contexts = n_items // comparisons
     contexts = m.EvalContext.objects.bulk_create(
         [
             m.EvalContext(
@@ -184,7 +203,7 @@ def populate(
         batch_size=5000,
     )
     key = sampling_key(study.sampling)
-    responses = {}
+    responses, keys = {}, {}
     for ck in checkpoints:
         rows = m.Response.objects.bulk_create(
             [
@@ -192,7 +211,8 @@ def populate(
                     checkpoint=ck,
                     context=c,
                     sampling_key=key,
-                    text=f"{ck.system.name} replies to context {c.pk}: that sounds hard.",
+                    # no system name in it: the identity filter would flag it
+                    text=f"Reply {ck.pk}-{c.pk}: that sounds hard. How are you sleeping?",
                     parse_status=m.Response.ParseStatus.NO_REASONING,
                 )
                 for c in contexts
@@ -200,6 +220,7 @@ def populate(
             batch_size=2000,
         )
         responses[ck.pk] = {r.context_id: r.pk for r in rows}
+        keys[ck.pk] = {r.context_id: m.text_key(r.text) for r in rows}
     items = []
     for other in checkpoints[1:]:
         comparison = m.Comparison.objects.create(
@@ -215,6 +236,8 @@ def populate(
                 context=c,
                 response_a_id=responses[checkpoints[0].pk][c.pk],
                 response_b_id=responses[other.pk][c.pk],
+                key_a=keys[checkpoints[0].pk][c.pk],
+                key_b=keys[other.pk][c.pk],
                 a_on_left=side,
                 order_key=rng.randrange(2**31),
             )
@@ -240,6 +263,21 @@ def populate(
     ]
     rng.shuffle(judgments)
     m.Judgment.objects.bulk_create(judgments, batch_size=5000)
+    m.Exposure.objects.bulk_create(
+        [
+            m.Exposure(
+                study=study,
+                annotator_id=j.annotator_id,
+                item=j.item,
+                context_id=j.item.context_id,
+                key_a=j.item.key_a,
+                key_b=j.item.key_b,
+                a_on_left=j.item.a_on_left,
+            )
+            for j in judgments
+        ],
+        batch_size=5000,
+    )
     m.ComparisonItem.objects.filter(pk__in=[i.pk for i in done]).update(judgment_count=k)
     with __import__("django.db", fromlist=["connection"]).connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would give a live site
@@ -250,7 +288,7 @@ def check_invariants(study_id: int, k: int) -> dict:
     """The allocator's guarantees on the data the load left behind."""
     from django.db.models import Count, Sum
 
-    from pairwise.models import ComparisonItem, Judgment
+    from pairwise.models import ComparisonItem, Exposure, Judgment
 
     items = ComparisonItem.objects.filter(study_id=study_id)
     judgments = Judgment.objects.filter(item__study_id=study_id)
@@ -263,6 +301,8 @@ def check_invariants(study_id: int, k: int) -> dict:
         "items_over_k": items.filter(judgment_count__gt=k).count(),
         "duplicate_judgments": duplicates.count(),
         "counts_match": real == counted,
+        # items shown to an annotator who had seen one of their replies (the pool is ample)
+        "repeat_exposures": Exposure.objects.filter(study_id=study_id, prior__gt=0).count(),
     }
 
 
@@ -494,7 +534,12 @@ def main(argv: list[str] | None = None) -> None:
         setup_django(database_url, var_dir)
         t0 = time.perf_counter()
         study_id, tokens = populate(
-            opts.items, opts.annotators, opts.k, opts.seed, history=opts.history
+            opts.items,
+            opts.annotators,
+            opts.k,
+            opts.seed,
+            history=opts.history,
+            comparisons=opts.comparisons,
         )
         from django.db import connections
 
@@ -535,6 +580,7 @@ def main(argv: list[str] | None = None) -> None:
         "annotators": opts.annotators,
         "items": opts.items,
         "history": opts.history,
+        "comparisons_sharing_a": opts.comparisons,
         "seconds": seconds,
         "think_s": opts.think,
         "server": f"gunicorn gthread {opts.workers}x{opts.threads}",
@@ -557,7 +603,8 @@ def main(argv: list[str] | None = None) -> None:
         "invariants_ok": invariants["items_over_k"] == 0
         and invariants["duplicate_judgments"] == 0
         and invariants["counts_match"]
-        and invariants["judgments"] == invariants["judgment_count_sum"],
+        and invariants["judgments"] == invariants["judgment_count_sum"]
+        and invariants["repeat_exposures"] == 0,
         "setup_s": round(setup_seconds, 1),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "total_s": round(time.perf_counter() - t_start, 1),

@@ -282,7 +282,8 @@ def _shown_item(pk: int) -> ComparisonItem:
 
 
 def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
-    """Lease the locked `item` to `user` if it still has room: one statement.
+    """Lease the locked `item` to `user` if it still has room, and record that it is shown
+    to them (`_exposure_insert`): one statement on PostgreSQL, two on SQLite.
 
     Capacity (judgments + other annotators' live leases < k; gold items have no limit) is
     checked by the INSERT itself, in a statement that starts after the item's lock was taken,
@@ -299,51 +300,63 @@ def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
             " AND annotator_id <> %s) < %s"
         )
         params += [item.judgment_count, item.pk, at(now), user.pk, study.overlap_k]
-    leased = _sql(
+    lease = (
         f"INSERT INTO {T.lease} (item_id, annotator_id, expires_at, created_at) "
         f"SELECT %s, %s, %s, %s {room} "
         "ON CONFLICT (item_id, annotator_id) DO UPDATE "
         "SET expires_at = excluded.expires_at, created_at = excluded.created_at "
-        "RETURNING item_id",
-        params,
+        "RETURNING item_id"
     )
+    if connection.vendor == "postgresql":
+        # The exposure rides on the lease in a data-modifying CTE: a round trip fewer (a
+        # quarter of the allocator's statement time). It is written only if the lease is.
+        shown, shown_params = _exposure_insert(study, user, item, now, source="FROM leased")
+        leased = _sql(
+            f"WITH leased AS ({lease}), shown AS ({shown}) SELECT item_id FROM leased",
+            [*params, *shown_params],
+        )
+    else:
+        leased = _sql(lease, params)
+        if leased:
+            _sql(*_exposure_insert(study, user, item, now, source="WHERE 1 = 1"))
     if leased:
         item.lease_expires_at = expires
-        _expose(study, user, item, now)
         log.info("leased item %s to %s", item.public_id, user.username)
     return bool(leased)
 
 
-def _expose(study: Study, user, item: ComparisonItem, now) -> None:
-    """Record that `user` is shown `item` (once: a renewed lease changes nothing), with how many
-    of its two replies they have already seen in another item: one statement."""
+def _exposure_insert(study: Study, user, item: ComparisonItem, now, *, source: str):
+    """SQL recording that `user` is shown `item` (once: a renewed lease changes nothing), with
+    how many of its two replies they have already seen in another item. `source` ends the
+    SELECT: the CTE of the lease it rides on, or a WHERE that SQLite needs before ON CONFLICT."""
     seen = (
         f"CASE WHEN EXISTS (SELECT 1 FROM {T.exposure} e WHERE e.annotator_id = %s "
         "AND e.study_id = %s AND e.item_id <> %s AND (e.key_a = %s OR e.key_b = %s)) "
         "THEN 1 ELSE 0 END"
     )
     who = [user.pk, study.pk, item.pk]
-    _sql(
+    sql = (
         f"INSERT INTO {T.exposure} (study_id, annotator_id, item_id, context_id, key_a, key_b, "
         f"a_on_left, prior, created_at) SELECT %s, %s, %s, %s, %s, %s, %s, {seen} + {seen}, %s "
-        "WHERE 1 = 1 ON CONFLICT (annotator_id, study_id, item_id) DO NOTHING",
-        [
-            study.pk,
-            user.pk,
-            item.pk,
-            item.context_id,
-            item.key_a,
-            item.key_b,
-            None if item.is_gold else item.a_on_left,
-            *who,
-            item.key_a,
-            item.key_a,
-            *who,
-            item.key_b,
-            item.key_b,
-            connection.ops.adapt_datetimefield_value(now),
-        ],
+        f"{source} ON CONFLICT (annotator_id, study_id, item_id) DO NOTHING"
     )
+    params = [
+        study.pk,
+        user.pk,
+        item.pk,
+        item.context_id,
+        item.key_a,
+        item.key_b,
+        None if item.is_gold else item.a_on_left,
+        *who,
+        item.key_a,
+        item.key_a,
+        *who,
+        item.key_b,
+        item.key_b,
+        connection.ops.adapt_datetimefield_value(now),
+    ]
+    return sql, params
 
 
 def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
@@ -447,8 +460,8 @@ def assign(study: Study, user, *, now=None) -> Assignment:
 
     The item comes with its context and responses loaded, and `lease_expires_at` set.
     Queries: the annotator's state (progress, quota, held lease, side balance), then per
-    attempt one claim and one lease statement, and the exposure record; the first attempt
-    almost always succeeds."""
+    attempt one claim and one lease statement that also records the exposure (SQLite: a
+    statement of its own); the first attempt almost always succeeds."""
     if study.status != Study.Status.OPEN:
         raise StudyNotOpen(f"study {study.pk} is {study.status}, not open")
     now = now or timezone.now()

@@ -179,7 +179,7 @@ class Command(BaseCommand):
             with self.step(8, total, "Generating every response through the Celery worker"):
                 self.generate(study)
             with self.step(9, total, "Creating demo accounts"):
-                accounts = self.accounts()
+                accounts = self.accounts(study)
                 if o["simulate_annotators"]:
                     from pairwise.services.simulate import simulate
 
@@ -385,8 +385,13 @@ class Command(BaseCommand):
             f"{overview['unusable_responses']} responses without a clean reply left out"
         )
 
-    def accounts(self) -> list[tuple[str, str, str]]:
-        """admin, researcher, annotator1-3; passwords kept in var/ so a re-run prints the same."""
+    def accounts(self, study: Study) -> list[tuple[str, str, str]]:
+        """admin, researcher, and as many annotators as the study needs for no repeat exposure
+        (annotator1-9 for 3 comparisons at k = 3); passwords kept in var/ so a re-run prints
+        the same."""
+        from pairwise.services.exposure import min_pool
+
+        pool = max(3, min_pool(study))
         path = self.root.parent / "accounts.json"
         saved = json.loads(path.read_text()) if path.exists() else {}
         User = get_user_model()
@@ -394,9 +399,7 @@ class Command(BaseCommand):
         for username, role in [
             ("admin", "admin"),
             ("researcher", "researcher"),
-            ("annotator1", "annotator"),
-            ("annotator2", "annotator"),
-            ("annotator3", "annotator"),
+            *[(f"annotator{i}", "annotator") for i in range(1, pool + 1)],
         ]:
             password = saved.get(username) or secrets.token_urlsafe(9)
             user, _ = User.objects.get_or_create(username=username)
