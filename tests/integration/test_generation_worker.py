@@ -50,6 +50,7 @@ def test_study_generated_by_vllm_in_a_worker(tiny_model_dir, embedded_broker, wo
         pairs=[(a, b)],
         overlap_k=1,
         sampling={"temperature": 0.7, "top_p": 0.95, "max_new_tokens": MAX_NEW_TOKENS},
+        allow_truncated=True,  # 16 tokens of a random tiny model: most replies are cut off
     )
     workers.start("vllm", embedded_broker.url, queues=("generation", "default"), env=VLLM_ENV)
 
@@ -82,6 +83,7 @@ def test_study_generated_by_vllm_in_a_worker(tiny_model_dir, embedded_broker, wo
         assert p["prompt_hash"] == prompt_hash(to_messages(history, care=False))
         assert p["prompt_tokens"] > 0
         assert 0 < p["completion_tokens"] <= MAX_NEW_TOKENS
+        assert response.truncated == (p["finish_reason"] == "length")
         assert p["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 16}
         assert isinstance(p["seed"], int)
         seeds.setdefault(response.context_id, set()).add(p["seed"])

@@ -51,12 +51,14 @@ def _judgments() -> set[tuple]:
     }
 
 
-def _usable_pairs(a, b) -> set[int]:
-    from pairwise.models import Response
+def _usable_pairs(study, a, b) -> set[int]:
+    """Contexts where both replies may be shown in the study: those that get an item."""
+    from pairwise.services.eligibility import eligible_by_context
+    from pairwise.services.sampling import sampling_key
 
-    usable = Response.objects.filter(usable=True)
-    return set(usable.filter(checkpoint=a).values_list("context_id", flat=True)) & set(
-        usable.filter(checkpoint=b).values_list("context_id", flat=True)
+    key, contexts = sampling_key(study.sampling), list(study.contexts.values_list("pk", flat=True))
+    return set(eligible_by_context(study, a.pk, key, contexts)) & set(
+        eligible_by_context(study, b.pk, key, contexts)
     )
 
 
@@ -117,6 +119,7 @@ def test_retrain_register_requeue(tmp_path, tiny_model_dir, embedded_broker, wor
             pairs=[(v1, baseline)],
             overlap_k=2,
             sampling={"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16},
+            allow_truncated=True,  # 16 tokens of a random tiny model: most replies are cut off
         )
         studies.open_study(study)
         _wait_generated(study)
@@ -124,7 +127,7 @@ def test_retrain_register_requeue(tmp_path, tiny_model_dir, embedded_broker, wor
         assert study.status == "open"
         assert Response.objects.filter(provenance__backend="vllm").count() == 8
         # an item per context where both replies are usable (a tiny model may stop at once)
-        first_items = _usable_pairs(v1, baseline)
+        first_items = _usable_pairs(study, v1, baseline)
         assert first_items, "no usable pair of replies: the test cannot go on"
         assert ComparisonItem.objects.filter(study=study).count() == len(first_items)
 
@@ -158,7 +161,7 @@ def test_retrain_register_requeue(tmp_path, tiny_model_dir, embedded_broker, wor
         Response.objects.filter(checkpoint=v2).values_list("pk", "text")
     )
     assert Response.objects.filter(checkpoint=v2).count() == 4
-    second_items = _usable_pairs(v2, baseline)
+    second_items = _usable_pairs(study, v2, baseline)
     assert second_items, "v2 wrote no usable reply: nothing to judge"
     assert ComparisonItem.objects.filter(study=study).count() == len(first_items) + len(
         second_items
