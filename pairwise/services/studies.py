@@ -235,12 +235,12 @@ def study_overview(study: Study) -> dict:
         )
     ]
     key = sampling_key(study.sampling)
-    unusable = Response.objects.filter(
-        sampling_key=key,
-        usable=False,
-        context__studies=study,
-        checkpoint__in=generation.study_checkpoints(study),
-    ).count()
+    responses = Response.objects.filter(
+        sampling_key=key, context__studies=study, checkpoint__in=generation.study_checkpoints(study)
+    )
+    unusable = responses.filter(usable=False).count()
+    # clean replies cut at the length limit: left out unless the study allows them
+    truncated = responses.filter(usable=True, truncated=True).count()
     return {
         "items_total": totals["total"],
         "items_complete": totals["complete"],
@@ -250,6 +250,7 @@ def study_overview(study: Study) -> dict:
         ],
         "per_comparison": per_comparison,
         "unusable_responses": unusable,
+        "truncated_responses": truncated,
         "gold_items": study.items.filter(is_gold=True).count(),
         # replies that name a system: kept out of items (identity.py), listed on the study page
         "identity_flagged": len(identity.flagged_responses(study)),

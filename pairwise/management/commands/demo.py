@@ -77,10 +77,20 @@ class Sizes:
     # (docs/training.md, care_sft_tiny.yaml), and GRPO trained it within 160 in all: 160 tokens
     # for the chain alone leaves room for the long tail without cutting the reply's budget.
     reasoning_tokens: int = 160
+    # Models trained for a handful of steps (--fast) seldom stop by themselves: their study
+    # shows replies cut at the length limit too, or it would have nothing to judge.
+    allow_truncated: bool = False
 
 
 FULL = Sizes(enrich_limit=1200, sft_steps=150, grpo_steps=60, baseline_steps=60, max_new_tokens=160)
-FAST = Sizes(enrich_limit=64, sft_steps=6, grpo_steps=1, baseline_steps=4, max_new_tokens=48)
+FAST = Sizes(
+    enrich_limit=64,
+    sft_steps=6,
+    grpo_steps=1,
+    baseline_steps=4,
+    max_new_tokens=48,
+    allow_truncated=True,
+)
 
 
 class Command(BaseCommand):
@@ -347,6 +357,7 @@ class Command(BaseCommand):
                 "max_new_tokens": self.sizes.max_new_tokens,
                 "reasoning_tokens": self.sizes.reasoning_tokens,
             },
+            allow_truncated=self.sizes.allow_truncated,
         )
         self.note(f"study {study.pk}: {len(contexts)} contexts x 3 comparisons")
         return study
@@ -381,8 +392,11 @@ class Command(BaseCommand):
         study.refresh_from_db()
         overview = studies.study_overview(study)
         self.note(
-            f"{progress['generated']} responses, {overview['items_total']} blind items, "
-            f"{overview['unusable_responses']} responses without a clean reply left out"
+            f"{progress['generated']} responses, {overview['items_total']} blind items; "
+            f"{overview['unusable_responses']} responses without a clean reply, "
+            f"{overview['truncated_responses']} cut at the length limit"
+            f"{' (shown: --fast)' if study.allow_truncated else ''} and "
+            f"{overview['identity_flagged']} naming a system left out"
         )
 
     def accounts(self, study: Study) -> list[tuple[str, str, str]]:
