@@ -329,14 +329,7 @@ class ComparisonItem(models.Model):
                 name="uniq_item_per_comparison_context",
             )
         ]
-        indexes = [
-            models.Index(fields=["study", "is_gold", "judgment_count", "order_key"]),
-            # the allocator's walk when it prefers a side for the annotator's balance
-            models.Index(
-                fields=["study", "is_gold", "a_on_left", "judgment_count", "order_key"],
-                name="item_by_side",
-            ),
-        ]
+        indexes = [models.Index(fields=["study", "is_gold", "judgment_count", "order_key"])]
 
     def __str__(self) -> str:
         return f"item {self.public_id}"
@@ -387,12 +380,19 @@ class Exposure(models.Model):
     a dialogue) twice; `prior` is how many of the item's two replies they had already seen in
     another item when it was shown (0 unless the pool was too small to avoid it)."""
 
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    # Few indexes: a row is written with every item handed out. The unique index leads with
+    # (annotator, study, context) for the `context` rule's probe; the key indexes serve the
+    # `response` rule's; (study, created_at) finds who is at work and counts repeats.
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+", db_index=False)
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
-    item = models.ForeignKey(ComparisonItem, on_delete=models.CASCADE, related_name="exposures")
-    context = models.ForeignKey(EvalContext, on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(
+        ComparisonItem, on_delete=models.CASCADE, related_name="exposures", db_index=False
+    )
+    context = models.ForeignKey(
+        EvalContext, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     key_a = models.BigIntegerField()
     key_b = models.BigIntegerField()
     a_on_left = models.BooleanField(null=True, help_text="Side of A; empty for gold items")
@@ -401,13 +401,15 @@ class Exposure(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["annotator", "study", "item"], name="uniq_exposure")
+            # an item determines its context: this is one row per (annotator, study, item)
+            models.UniqueConstraint(
+                fields=["annotator", "study", "context", "item"], name="uniq_exposure"
+            )
         ]
         indexes = [
             models.Index(fields=["annotator", "study", "key_a"], name="exposure_key_a"),
             models.Index(fields=["annotator", "study", "key_b"], name="exposure_key_b"),
-            models.Index(fields=["annotator", "study", "context"], name="exposure_context"),
-            models.Index(fields=["study", "prior"], name="exposure_repeats"),
+            models.Index(fields=["study", "created_at"], name="exposure_by_time"),
         ]
 
     def __str__(self) -> str:

@@ -227,10 +227,11 @@ def _claim(
     when no one else at work could take the item fresh (`_repeat_filter`).
 
     With `side` (True: A on the left) the item comes from that side when it has one for them
-    (an index walk over that side's items); only when it has none, a second statement reads
-    the other side's. Taking the preferred side's best over a lower tier of the other side
-    gave the same fill as keeping to the lowest tier, and balanced annotators better at the
-    end of a study (|A left - A right| up to 2 instead of 4 in the 3-baseline design)."""
+    (the walk of the study's index skips the other side's items: about one row in two); only
+    when it has none, a second statement reads the other side's. Taking the preferred side's
+    best over a lower tier of the other side gave the same fill as keeping to the lowest tier,
+    and balanced annotators better at the end of a study (|A left - A right| up to 2 instead
+    of 4 in the 3-baseline design)."""
     at = connection.ops.adapt_datetimefield_value
     where = [
         "i.study_id = %s",
@@ -338,7 +339,7 @@ def _exposure_insert(study: Study, user, item: ComparisonItem, now, *, source: s
     sql = (
         f"INSERT INTO {T.exposure} (study_id, annotator_id, item_id, context_id, key_a, key_b, "
         f"a_on_left, prior, created_at) SELECT %s, %s, %s, %s, %s, %s, %s, {seen} + {seen}, %s "
-        f"{source} ON CONFLICT (annotator_id, study_id, item_id) DO NOTHING"
+        f"{source} ON CONFLICT (annotator_id, study_id, context_id, item_id) DO NOTHING"
     )
     params = [
         study.pk,
