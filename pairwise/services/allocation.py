@@ -601,7 +601,8 @@ def submit(
             "WHERE j.item_id = i.id "
             f"AND j.annotator_id = %s), ({lease.format('l.expires_at')}), "
             f"({lease.format('l.created_at')}), (SELECT e.prior FROM {T.exposure} e "
-            "WHERE e.annotator_id = %s AND e.study_id = i.study_id AND e.item_id = i.id) "
+            "WHERE e.annotator_id = %s AND e.study_id = i.study_id "
+            "AND e.context_id = i.context_id AND e.item_id = i.id) "
             f"FROM {T.item} i WHERE i.study_id = %s AND i.public_id = %s{lock}",
             [user.pk, user.pk, user.pk, user.pk, study.pk, public_id],
         )
