@@ -88,6 +88,13 @@ def test_a_pool_too_small_allows_repeats_and_records_them():
     assert exposure.repeat_exposures(study) == repeats
     # a CARE reply shown the third time was seen twice before, but counts as one of 2 replies
     assert set(judged.values_list("prior_exposures", flat=True)) <= {0, 1, 2}
+    # and exported: one long-format row per judgment and criterion
+    from pairwise.services.export import long_dataframe
+
+    exported = long_dataframe(study)
+    repeated = exported[exported["prior_exposures"] > 0]
+    assert repeated["item_id"].nunique() <= repeats
+    assert len(repeated) == repeats * len(study.criteria)
 
 
 def test_an_identical_text_in_another_item_counts_as_seen():
