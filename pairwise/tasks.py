@@ -35,12 +35,15 @@ def generate_batch(self, batch_id: int) -> str:
         return "failed"
 
 
-@shared_task(acks_late=True, time_limit=300)
+# Each task stops softly before its hard limit: Celery refuses to send a task whose soft limit
+# (the global CELERY_TASK_SOFT_TIME_LIMIT, unless the task sets its own) exceeds its hard one, and
+# beat then failed every reconcile it scheduled.
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=270)
 def reconcile(worker: str = "") -> list[int]:
     return generation.reconcile(worker=worker)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=120)
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=120, soft_time_limit=110)
 def ping(delay: float = 0.0, marker: str = "") -> str:
     """Round-trip probe for health checks and broker tests; records `marker` when given."""
     import time
