@@ -30,6 +30,6 @@ def test_beat_can_send_every_scheduled_task():
     """Beat calls apply_async with the entry's options; Celery checks the limits there (it
     raised 'soft_time_limit must be less than or equal to time_limit' for reconcile)."""
     app, tasks = _our_tasks()
-    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
         task = tasks[entry["task"]]
         task.apply_async(entry.get("args", ()), entry.get("kwargs", {}), **entry.get("options", {}))
