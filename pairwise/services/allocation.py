@@ -4,6 +4,8 @@ Invariants (tested under concurrency on PostgreSQL):
 - every non-gold item ends with exactly k judgments, by k distinct annotators;
 - an annotator never judges, nor is handed, the same item twice;
 - at any moment, judgments + live leases on an item never exceed k;
+- an annotator holds at most one live lease per study, also under parallel calls (PostgreSQL:
+  an advisory lock per annotator and study, taken by the state query);
 - an annotator is not shown a reply they have seen in another item (same row or identical
   text; or, by the study's `exposure` rule, the same dialogue) while another item is left for
   them; when none is, completeness wins: the repeat is allowed and recorded (Exposure.prior,
@@ -277,14 +279,42 @@ def _claim(
     return _item_from_row(rows[0]) if rows else None
 
 
+def _held(study: Study, user, now, column: str) -> tuple[str, list]:
+    """SQL for `column` of the oldest live lease `user` holds in `study` on an item they have
+    not judged (NULL when none), with its parameters."""
+    at = connection.ops.adapt_datetimefield_value
+    return (
+        f"(SELECT {column} FROM {T.lease} l JOIN {T.item} li ON li.id = l.item_id "
+        "WHERE l.annotator_id = %s AND li.study_id = %s AND l.expires_at > %s AND NOT EXISTS "
+        f"(SELECT 1 FROM {T.judgment} lj WHERE lj.item_id = l.item_id "
+        "AND lj.annotator_id = %s) ORDER BY l.created_at LIMIT 1)",
+        [user.pk, study.pk, at(now), user.pk],
+    )
+
+
+def _held_lease(study: Study, user, now) -> ComparisonItem | None:
+    """The item of the live lease `user` holds in `study`, if any, as a reload shows it."""
+    (item_sql, params), (expires_sql, _) = (
+        _held(study, user, now, "l.item_id"),
+        _held(study, user, now, "l.expires_at"),
+    )
+    ((item_id, expires),) = _sql(f"SELECT {item_sql}, {expires_sql}", params + params)
+    if item_id is None:
+        return None
+    item = _shown_item(item_id)
+    item.lease_expires_at = _db_time(expires)
+    return item
+
+
 def _shown_item(pk: int) -> ComparisonItem:
     rows = _sql(f"SELECT {_shown_columns()} FROM {T.item} i {_shown_joins()} WHERE i.id = %s", [pk])
     return _item_from_row(rows[0])
 
 
 def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
-    """Lease the locked `item` to `user` if it still has room, and record that it is shown
-    to them (`_exposure_insert`): one statement on PostgreSQL, two on SQLite.
+    """Lease the locked `item` to `user` if it still has room and they hold no other live
+    lease in the study, and record that it is shown to them (`_exposure_insert`): one
+    statement on PostgreSQL, two on SQLite.
 
     Capacity (judgments + other annotators' live leases < k; gold items have no limit) is
     checked by the INSERT itself, in a statement that starts after the item's lock was taken,
@@ -293,11 +323,17 @@ def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
     expires = now + timedelta(seconds=study.lease_ttl_seconds)
     at = connection.ops.adapt_datetimefield_value
     params = [item.pk, user.pk, at(expires), at(now)]
-    if item.is_gold:
-        room = "WHERE 1 = 1"  # no limit; SQLite needs a WHERE to tell the SELECT from ON CONFLICT
-    else:
-        room = (
-            f"WHERE %s + (SELECT COUNT(*) FROM {T.lease} WHERE item_id = %s AND expires_at > %s"
+    # no other live lease of this annotator in the study (parallel calls: see `_state`)
+    room = (
+        f"WHERE NOT EXISTS (SELECT 1 FROM {T.lease} ol JOIN {T.item} oi ON oi.id = ol.item_id "
+        "WHERE ol.annotator_id = %s AND ol.expires_at > %s AND ol.item_id <> %s "
+        f"AND oi.study_id = %s AND NOT EXISTS (SELECT 1 FROM {T.judgment} oj "
+        "WHERE oj.item_id = ol.item_id AND oj.annotator_id = %s))"
+    )
+    params += [user.pk, at(now), item.pk, study.pk, user.pk]
+    if not item.is_gold:  # gold items have no capacity limit
+        room += (
+            f" AND %s + (SELECT COUNT(*) FROM {T.lease} WHERE item_id = %s AND expires_at > %s"
             " AND annotator_id <> %s) < %s"
         )
         params += [item.judgment_count, item.pk, at(now), user.pk, study.overlap_k]
@@ -391,17 +427,15 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
             [user.pk, study.pk],
         )
     if now is not None:  # the oldest live lease this annotator holds on an item not judged
-        held = (
-            f"(SELECT {{}} FROM {T.lease} l JOIN {T.item} li ON li.id = l.item_id "
-            "WHERE l.annotator_id = %s AND li.study_id = %s AND l.expires_at > %s AND NOT EXISTS "
-            f"(SELECT 1 FROM {T.judgment} lj WHERE lj.item_id = l.item_id "
-            "AND lj.annotator_id = %s) ORDER BY l.created_at LIMIT 1)"
-        )
-        held_params = [user.pk, study.pk, connection.ops.adapt_datetimefield_value(now), user.pk]
-        others["held_item"] = (held.format("l.item_id"), held_params)
-        others["held_expires"] = (held.format("l.expires_at"), held_params)
+        others["held_item"] = _held(study, user, now, "l.item_id")
+        others["held_expires"] = _held(study, user, now, "l.expires_at")
     if lazy_commit:
         others["_"] = ("set_config('synchronous_commit', 'off', true)", [])
+    if now is not None and connection.vendor == "postgresql":
+        # One next item at a time per annotator and study: a parallel call waits here until
+        # this transaction ends, and its lease statement (a later snapshot) then sees this
+        # lease (`_lease`'s held-lease test). Taken in this statement: no round trip of its own.
+        others["_serial"] = ("pg_advisory_xact_lock(%s, %s)", _lock_key(study, user))
     columns = {**counts, **others}
     select = ", ".join(f"{q} AS {name}" for name, (q, _) in columns.items())
     params = [p for _, ps in columns.values() for p in ps]
@@ -413,6 +447,12 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
     if state["open_all"] is None:
         state["open_all"] = _count_open_items(study)
     return state
+
+
+def _lock_key(study: Study, user) -> list[int]:
+    """The two 32-bit keys of the annotator's advisory lock in a study (a collision only makes
+    two annotators wait for each other's next item)."""
+    return [study.pk % 2**31, user.pk % 2**31]
 
 
 def _count_open_items(study: Study) -> int:
@@ -503,6 +543,9 @@ def assign(study: Study, user, *, now=None) -> Assignment:
                     break
                 if _lease(study, user, item, now):
                     return Assignment(item, progress)
+                held = _held_lease(study, user, now) if "_serial" in state else None
+                if held is not None:  # a parallel call leased one meanwhile: the same item
+                    return Assignment(held, progress)
                 tried.append(item.pk)  # filled up since the claim's snapshot: next one
     return Assignment(None, progress)
 

@@ -209,3 +209,35 @@ def test_abandoned_and_late_items_are_reclaimed_under_concurrency(transactional_
     # the quitters' items were leased to them, expired, and still got all k judgments
     assert Lease.objects.filter(annotator__in=quitters).count() == 5
     assert run.events["leased"] >= 5 + run.events["judged"]
+
+
+def test_one_annotator_holds_one_live_lease_under_parallel_next_calls(transactional_db):
+    """Ten next-item calls at once from one annotator (double clicks, several tabs): one lease,
+    and every call answers with its item. Without the per-annotator serialisation each call
+    read 'no lease held' before the others committed and took an item of its own."""
+    study, _, _ = make_study(n_contexts=20, systems=SYSTEMS, k=K)
+    user = annotator(username="many-tabs")
+    # the open-item count is known (counting it locks the study row, which would serialise
+    # the calls and hide the race)
+    allocation.progress(study, user)
+    barrier = threading.Barrier(10)
+    got: list[int] = []
+    run = Run(study)
+
+    def call(i: int) -> None:
+        s = Study.objects.get(pk=study.pk)
+        u = get_user_model().objects.get(pk=user.pk)
+        barrier.wait(timeout=30)
+        item = allocation.next_item(s, u)
+        with run.lock:
+            got.append(item.pk)
+
+    threads = [run.thread(call, i) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not run.errors, run.errors
+    live = Lease.objects.filter(annotator=user, expires_at__gt=timezone.now())
+    assert live.count() == 1
+    assert got == [live.get().item_id] * 10
