@@ -33,7 +33,7 @@ from pairwise.models import (
 )
 from pairwise.services import itt, stats
 from pairwise.services.eligibility import eligible_by_context
-from pairwise.services.longformat import LONG_COLUMNS, read_long, validate_long
+from pairwise.services.longformat import LONG_COLUMNS, csv_safe, read_long, validate_long
 from pairwise.services.sampling import sampling_key
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def items_dataframe(study: Study) -> pd.DataFrame:
 def _write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
     path = path.with_suffix(f".{fmt}")
     if fmt == "csv":
-        df.to_csv(path, index=False)
+        csv_safe(df).to_csv(path, index=False)  # model text is untrusted: no formulas
     elif fmt == "json":
         df.to_json(path, orient="records", indent=1, force_ascii=False)
     else:

@@ -33,6 +33,10 @@ gold_expected   no       "left" or "right" for gold items, empty otherwise
 simulated       no       the judgment was simulated (load tests, demos); default False
 created_at      no       ISO 8601 timestamp ("" when unknown)
 =============== ======== =============================================================
+
+CSV files written by the platform escape text cells that a spreadsheet would run as a formula
+(OWASP: a leading ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a single quote in
+front, ``csv_safe``); ``read_long`` takes the quote off again (``csv_unescape``).
 """
 
 from __future__ import annotations
@@ -95,6 +99,30 @@ _STR_COLUMNS = [
 ]
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n", ""}
+
+
+# OWASP's CSV injection rule: a cell that begins with one of these is a formula to a
+# spreadsheet; it is written with a leading single quote, which a reader here takes off again.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` whose text cells cannot run as spreadsheet formulas (numbers stay)."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(
+                lambda v: f"'{v}" if isinstance(v, str) and v.startswith(CSV_FORMULA_STARTS) else v
+            )
+    return out
+
+
+def csv_unescape(df: pd.DataFrame) -> pd.DataFrame:
+    """Undo `csv_safe` on a table read as text."""
+    quoted = tuple(f"'{c}" for c in CSV_FORMULA_STARTS)
+    return df.apply(
+        lambda s: s.map(lambda v: v[1:] if isinstance(v, str) and v.startswith(quoted) else v)
+    )
 
 
 class LongFormatError(ValueError):
@@ -420,7 +448,7 @@ def read_long(path: str | Path) -> pd.DataFrame:
                 df = pd.read_csv(path, dtype=str, keep_default_na=False, engine="pyarrow")
             except Exception:  # malformed file: the C reader's error names the bad line
                 df = pd.read_csv(path, dtype=str, keep_default_na=False)
-            return validate_long(df, first_line=2)
+            return validate_long(csv_unescape(df), first_line=2)
         if suffix == ".jsonl":
             records, lines = [], []
             with path.open(encoding="utf-8") as fh:

@@ -331,3 +331,35 @@ def test_client_seconds_and_prior_exposures_round_trip(tmp_path, fmt):
         for j in Judgment.objects.filter(item__study=imported).select_related("item", "annotator")
     }
     assert got == want
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_path):
+    """OWASP's CSV injection rule: a text cell beginning with = + - @ tab or CR gets a leading
+    single quote; the platform's own import takes it off again."""
+    import csv
+
+    from pairwise.models import System
+    from pairwise.services.export import import_judgments
+    from pairwise.services.longformat import read_long
+
+    study, _, _ = make_study(n_contexts=2, systems=("=HYPERLINK(x)", "@SUM(A1)"), k=1)
+    Response.objects.filter(checkpoint__system__name="=HYPERLINK(x)").update(
+        text="-2+3 reasons to rest\t(really)"
+    )
+    user = annotator(username="csv-ann")
+    while (item := allocation.next_item(study, user)) is not None:
+        allocation.submit(study, user, item.public_id, {c: "left" for c in study.criteria})
+    export_study(study, "csv", tmp_path)
+    for name in ("judgments.csv", "items.csv"):
+        with open(tmp_path / name, newline="", encoding="utf-8") as fh:
+            cells = [c for row in csv.reader(fh) for c in row]
+        assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], name
+    items = pd.read_csv(tmp_path / "items.csv", dtype=str, keep_default_na=False)
+    assert set(items["response_a"]) == {"'-2+3 reasons to rest\t(really)"}
+    assert items["system_a"].str.startswith("'=HYPERLINK").all()
+    again = read_long(tmp_path / "judgments.csv")  # the quote comes off
+    assert again["system_a"].str.startswith("=HYPERLINK(x) v").all()
+    assert again["system_b"].str.startswith("@SUM(A1) v").all()
+    Study.objects.filter(pk=study.pk).update(name="csv-original")
+    assert import_judgments(tmp_path / "judgments.csv")["judgments"] == 2
+    assert System.objects.filter(name__startswith="=HYPERLINK(x) v").exists()
