@@ -1,14 +1,14 @@
 from django.urls import path
 
-from pairwise import views
+from pairwise import converters, views  # noqa: F401 (registers <id:>)
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("study/<int:study_id>/guidelines/", views.guidelines, name="guidelines"),
-    path("study/<int:study_id>/annotate/", views.annotate, name="annotate"),
+    path("study/<id:study_id>/guidelines/", views.guidelines, name="guidelines"),
+    path("study/<id:study_id>/annotate/", views.annotate, name="annotate"),
     path("studies/", views.study_list, name="study-list"),
-    path("studies/<int:study_id>/", views.study_detail, name="study-detail"),
-    path("studies/<int:study_id>/requeue/", views.study_requeue, name="study-requeue"),
-    path("studies/<int:study_id>/results/", views.study_results, name="study-results"),
-    path("studies/<int:study_id>/export/<str:fmt>/", views.study_export, name="study-export"),
+    path("studies/<id:study_id>/", views.study_detail, name="study-detail"),
+    path("studies/<id:study_id>/requeue/", views.study_requeue, name="study-requeue"),
+    path("studies/<id:study_id>/results/", views.study_results, name="study-results"),
+    path("studies/<id:study_id>/export/<str:fmt>/", views.study_export, name="study-export"),
 ]

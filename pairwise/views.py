@@ -10,7 +10,14 @@ import markdown
 import nh3
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
@@ -144,12 +151,16 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_POST
 def study_requeue(request: HttpRequest, study_id: int) -> HttpResponse:
     _require_researcher(request)
-    from pairwise.models import Checkpoint
     from pairwise.services import studies
+    from pairwise.services.checkpoints import resolve_checkpoint
 
     study = get_object_or_404(Study, pk=study_id)
-    checkpoint = get_object_or_404(Checkpoint, pk=request.POST.get("checkpoint"))
-    result = studies.requeue(study, checkpoint)
+    try:
+        checkpoint = resolve_checkpoint(request.POST.get("checkpoint", ""))
+        result = studies.requeue(study, checkpoint)
+    except ValueError as exc:  # StudyError too: a bad form value, named
+        text = str(exc) if str(exc).startswith("checkpoint") else f"checkpoint: {exc}"
+        return HttpResponseBadRequest(text, content_type="text/plain; charset=utf-8")
     messages.success(
         request,
         f"Re-queued {checkpoint.label}: {result['comparisons_added']} new comparisons, "
@@ -164,7 +175,10 @@ def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
 
     study = get_object_or_404(Study, pk=study_id)
     checkpoint = request.GET.get("checkpoint") or None
-    context = dashboard.results_context(study, checkpoint=checkpoint)
+    try:
+        context = dashboard.results_context(study, checkpoint=checkpoint)
+    except ValueError as exc:  # a filter that names no checkpoint: 400, naming it
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     return render(request, "pairwise/results.html", {"study": study, **context})
 
 

@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from pairwise import converters  # noqa: F401 (registers <id:>)
 from pairwise.api import views
 
 router = DefaultRouter()
@@ -9,12 +10,12 @@ router.register("checkpoints", views.CheckpointViewSet, basename="checkpoint")
 
 urlpatterns = [
     path("annotator/studies/", views.AnnotatorStudiesView.as_view(), name="api-annotator-studies"),
-    path("annotator/studies/<int:study_id>/next/", views.NextItemView.as_view(), name="api-next"),
+    path("annotator/studies/<id:study_id>/next/", views.NextItemView.as_view(), name="api-next"),
     path(
-        "annotator/studies/<int:study_id>/judgments/", views.SubmitView.as_view(), name="api-submit"
+        "annotator/studies/<id:study_id>/judgments/", views.SubmitView.as_view(), name="api-submit"
     ),
     path(
-        "annotator/studies/<int:study_id>/progress/",
+        "annotator/studies/<id:study_id>/progress/",
         views.ProgressView.as_view(),
         name="api-progress",
     ),

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from pairwise import roles
 from pairwise.api import serializers as s
+from pairwise.converters import ID_REGEX
 from pairwise.models import Checkpoint, EvalContext, Study
 from pairwise.services import allocation, generation, rows, studies
 from pairwise.services.blind import blind_item
@@ -145,6 +146,7 @@ class StudyViewSet(viewsets.ModelViewSet):
     """Researchers: create, open, close, re-queue studies and follow their progress."""
 
     permission_classes = [permissions.IsAuthenticated, IsResearcher]
+    lookup_value_regex = ID_REGEX  # a longer number is a 404, not a database error
     queryset = Study.objects.all()
     http_method_names = ["get", "post", "head", "options"]
 
@@ -211,7 +213,10 @@ class StudyViewSet(viewsets.ModelViewSet):
         v = data.validated_data
         try:
             if v.get("checkpoint"):
-                checkpoint = resolve_checkpoint(v["checkpoint"])
+                try:
+                    checkpoint = resolve_checkpoint(v["checkpoint"])
+                except ValueError as exc:
+                    raise ValidationError({"checkpoint": [str(exc)]}) from None
             else:
                 checkpoint = studies.latest_checkpoint(v["system"])
             with transaction.atomic():
@@ -231,9 +236,11 @@ class StudyViewSet(viewsets.ModelViewSet):
         from pairwise.services import export
 
         study = self.get_object()
-        return APIResponse(
-            export.study_summary(study, checkpoint=request.query_params.get("checkpoint"))
-        )
+        try:
+            summary = export.study_summary(study, checkpoint=request.query_params.get("checkpoint"))
+        except ValueError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(summary)
 
     @action(detail=True, methods=["get"])
     def export(self, request, pk=None):
@@ -255,6 +262,7 @@ class StudyViewSet(viewsets.ModelViewSet):
 
 class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.IsAuthenticated, IsResearcher]
+    lookup_value_regex = ID_REGEX
     queryset = Checkpoint.objects.select_related("system", "parent__system")
     serializer_class = s.CheckpointSerializer
 

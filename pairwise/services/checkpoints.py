@@ -107,12 +107,13 @@ def register_checkpoint(
 def resolve_checkpoint(ref) -> Checkpoint:
     """A checkpoint id, 'System', 'System vN', or 'System@latest'."""
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        found = Checkpoint.objects.filter(pk=int(ref)).first()
+        # a number no bigint holds names no checkpoint (and must not reach the database)
+        found = Checkpoint.objects.filter(pk=int(ref)).first() if int(ref) < 2**63 else None
         if found is None:
             raise ValueError(f"no checkpoint with id {ref}")
         return found
     name = str(ref).removesuffix("@latest")
-    if " v" in name and name.rsplit(" v", 1)[1].isdigit():
+    if " v" in name and name.rsplit(" v", 1)[1].isdigit() and len(name.rsplit(" v", 1)[1]) < 10:
         system, version = name.rsplit(" v", 1)
         found = Checkpoint.objects.filter(system__name=system, version=int(version)).first()
         if found is None:

@@ -56,15 +56,22 @@ def _judgment_rows(study: Study, checkpoint: str | None = None):
 
 
 def _checkpoint_ids(ref: str) -> list[int]:
-    """`ref` is a checkpoint id or a label like "CARE v2"."""
-    if str(ref).isdigit():
-        return [int(ref)]
-    system, _, version = str(ref).rpartition(" v")
-    return list(
-        Checkpoint.objects.filter(system__name=system, version=version or 0).values_list(
-            "pk", flat=True
+    """`ref` is a checkpoint id, a label like "CARE v2", or a system name (all its checkpoints).
+    Raises ValueError naming the parameter when nothing matches."""
+    ref = str(ref).strip()
+    system, sep, version = ref.rpartition(" v")
+    if ref.isdigit():
+        found = Checkpoint.objects.filter(pk=int(ref)) if len(ref) <= 18 else None
+    elif sep and version.isdigit() and len(version) <= 9:
+        found = Checkpoint.objects.filter(system__name=system, version=int(version))
+    else:
+        found = Checkpoint.objects.filter(system__name=ref)
+    ids = list(found.values_list("pk", flat=True)) if found is not None else []
+    if not ids:
+        raise ValueError(
+            f"checkpoint: no checkpoint or system {ref!r}; expected an id, 'System vN' or 'System'"
         )
-    )
+    return ids
 
 
 def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFrame:

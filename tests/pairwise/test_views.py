@@ -105,3 +105,46 @@ def test_guidelines_markdown_is_rendered_and_sanitised():
     body = client.get(f"/study/{study.pk}/guidelines/").content.decode()
     assert "<h1>Be kind</h1>" in body and "<strong>Judge</strong>" in body
     assert "<script>alert(1)</script>" not in body
+
+
+HUGE = "99999999999999999999"  # no bigint holds it
+
+
+def test_malformed_ids_and_values_answer_404_or_400_naming_the_parameter():
+    """Found by hand: these answered 500 (a database error, or a ValueError from the ORM)."""
+    study, (care, esconv), _ = make_study(n_contexts=2, systems=("CARE", "ESConv"))
+    ann, res = Client(), Client()
+    ann.force_login(annotator(username="bad-ann"))
+    res.force_login(researcher(username="bad-res"))
+    for url in [
+        f"/api/annotator/studies/{HUGE}/next/",
+        f"/api/annotator/studies/{HUGE}/progress/",
+        f"/study/{HUGE}/annotate/",
+        f"/study/{HUGE}/guidelines/",
+    ]:
+        assert ann.get(url).status_code == 404, url
+    for url in [
+        f"/studies/{HUGE}/",
+        f"/studies/{HUGE}/results/",
+        f"/api/studies/{HUGE}/",
+        f"/api/studies/{HUGE}/results/",
+        f"/api/checkpoints/{HUGE}/",
+        "/api/studies/abc/",
+    ]:
+        assert res.get(url).status_code == 404, url
+    assert res.post(f"/api/annotator/studies/{HUGE}/judgments/", {}).status_code in (403, 404)
+
+    for bad in ["ESConvX", "ESConv v99", HUGE, "abc v"]:
+        page = res.get(f"/studies/{study.pk}/results/", {"checkpoint": bad})
+        assert page.status_code == 400 and "checkpoint" in page.content.decode(), bad
+        api = res.get(f"/api/studies/{study.pk}/results/", {"checkpoint": bad})
+        assert api.status_code == 400 and "checkpoint" in api.json(), bad
+    # a system name is a filter too: all its checkpoints
+    assert res.get(f"/studies/{study.pk}/results/", {"checkpoint": "ESConv"}).status_code == 200
+    assert res.get(f"/api/studies/{study.pk}/results/", {"checkpoint": "ESConv"}).status_code == 200
+
+    for bad in ["abc", HUGE, ""]:
+        requeue = res.post(f"/studies/{study.pk}/requeue/", {"checkpoint": bad})
+        assert requeue.status_code == 400 and "checkpoint" in requeue.content.decode(), bad
+    api = res.post(f"/api/studies/{study.pk}/requeue/", {"checkpoint": HUGE})
+    assert api.status_code == 400 and "checkpoint" in api.json()
