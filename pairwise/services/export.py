@@ -8,6 +8,7 @@ numbers.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -363,8 +364,21 @@ def import_judgments(path: str | Path) -> dict:
     return counts
 
 
+def _imported_public_id(study: Study, item_id: str) -> str:
+    """The item's id on this site: "<study>-<their id>", or, when that is longer than the
+    column's 32 characters, "<study>-" and a hash of their id (cutting it off would make a
+    re-import miss the item, and two long ids with one prefix collide)."""
+    public_id = f"{study.pk}-{item_id}"
+    max_length = ComparisonItem._meta.get_field("public_id").max_length
+    if len(public_id) <= max_length:
+        return public_id
+    digest = hashlib.sha256(item_id.encode()).hexdigest()
+    return f"{study.pk}-{digest}"[:max_length]
+
+
 def _import_item(study: Study, item_id: str, row, ckpts) -> ComparisonItem:
-    existing = ComparisonItem.objects.filter(study=study, public_id=f"{study.pk}-{item_id}").first()
+    public_id = _imported_public_id(study, item_id)
+    existing = ComparisonItem.objects.filter(study=study, public_id=public_id).first()
     if existing:
         return existing
     a, b = ckpts[row["system_a"]], ckpts[row["system_b"]]
@@ -390,7 +404,7 @@ def _import_item(study: Study, item_id: str, row, ckpts) -> ComparisonItem:
         )
         responses.append(r)
     return ComparisonItem.objects.create(
-        public_id=f"{study.pk}-{item_id}"[:32],
+        public_id=public_id,
         study=study,
         comparison=comparison,
         context=context,

@@ -363,3 +363,37 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_pa
     Study.objects.filter(pk=study.pk).update(name="csv-original")
     assert import_judgments(tmp_path / "judgments.csv")["judgments"] == 2
     assert System.objects.filter(name__startswith="=HYPERLINK(x) v").exists()
+
+
+def test_reimporting_long_item_ids_finds_the_same_items(tmp_path):
+    """Item ids longer than the column were cut to 32 characters when written but looked up
+    whole: a second import made new items, and two ids with one long prefix collided."""
+    from pairwise.models import ComparisonItem
+    from pairwise.services.export import import_judgments
+
+    prefix = "an-outside-tool-item-id-that-goes-on-and-on-"
+    rows = [
+        {
+            "study": "long ids",
+            "item_id": f"{prefix}{n}",
+            "comparison": "X vs Y",
+            "system_a": "X",
+            "system_b": "Y",
+            "a_side": "left",
+            "annotator": annotator_name,
+            "criterion": "Overall",
+            "choice": "left",
+        }
+        for n in (1, 2)
+        for annotator_name in ("a1", "a2")
+    ]
+    path = tmp_path / "long.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    first = import_judgments(path)
+    assert first["judgments"] == 4
+    study = Study.objects.get(name="long ids")
+    assert ComparisonItem.objects.filter(study=study).count() == 2  # no collision
+    again = import_judgments(path)
+    assert again["judgments"] == 0  # nothing new: the same items were found
+    assert ComparisonItem.objects.filter(study=study).count() == 2
+    assert all(len(i.public_id) <= 32 for i in ComparisonItem.objects.filter(study=study))
