@@ -29,6 +29,11 @@ def _default_criteria() -> list[str]:
     return list(DEFAULT_CRITERIA)
 
 
+def default_lease_ttl() -> int:
+    """New studies' lease time: the LEASE_TTL_SECONDS setting (15 minutes by default)."""
+    return settings.LEASE_TTL_SECONDS
+
+
 def new_study_seed() -> int:
     """A study's seed, drawn from `secrets`: sides, serving order and gold draws derive from it,
     so neither the code nor the (small, guessable) row ids are enough to work them out."""
@@ -170,7 +175,9 @@ class Study(models.Model):
     )
     quota_per_annotator = models.PositiveIntegerField(null=True, blank=True)
     gold_share = models.FloatField(default=0.0, help_text="Share of gold items shown (0-0.5)")
-    lease_ttl_seconds = models.PositiveIntegerField(default=15 * 60)
+    lease_ttl_seconds = models.PositiveIntegerField(
+        default=default_lease_ttl, help_text="Seconds an annotator holds an item"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -294,3 +294,14 @@ def test_a_judgment_removed_or_added_in_the_admin_keeps_the_items_count(annotato
     assert item.judgment_count == 2
     assert allocation.progress(study, c).total == 0 == _open_items(study)
     assert allocation.next_item(study, c) is None
+
+
+def test_new_studies_take_their_lease_time_from_the_setting(settings):
+    """LEASE_TTL_SECONDS was documented and read, but studies kept a fixed 15 minutes."""
+    from pairwise.services import studies
+    from tests.factories import CheckpointFactory, EvalContextFactory
+
+    settings.LEASE_TTL_SECONDS = 120
+    care, esconv = CheckpointFactory(), CheckpointFactory()
+    study = studies.create_study("ttl", contexts=[EvalContextFactory()], pairs=[(care, esconv)])
+    assert study.lease_ttl_seconds == 120
