@@ -40,6 +40,9 @@ from pairwise.services.sampling import sampling_key
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json", "parquet")
 GOLD_COMPARISON = "gold: reference vs control"
+# what annotators wrote, per judgment (repeated on its criteria's rows): after the long format's
+# own columns, which validate_long keeps as they are
+JUDGMENT_TEXT_COLUMNS = ("comment", "cannot_judge_reason")
 
 
 def _judgment_rows(study: Study, checkpoint: str | None = None):
@@ -107,10 +110,15 @@ def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFra
                     "gold_expected": item.gold_expected or "",
                     "simulated": j.simulated,
                     "created_at": j.created_at.isoformat(),
+                    "comment": j.comment,
+                    "cannot_judge_reason": j.cannot_judge_reason,
                 }
             )
-    df = pd.DataFrame(rows, columns=[c for c in LONG_COLUMNS if c != "outcome"])
-    return validate_long(df) if len(df) else df.reindex(columns=LONG_COLUMNS)
+    columns = [c for c in LONG_COLUMNS if c != "outcome"] + list(JUDGMENT_TEXT_COLUMNS)
+    df = pd.DataFrame(rows, columns=columns)
+    if not len(df):
+        return df.reindex(columns=[*LONG_COLUMNS, *JUDGMENT_TEXT_COLUMNS])
+    return validate_long(df)
 
 
 def comparison_availability(
@@ -354,6 +362,11 @@ def import_judgments(path: str | Path) -> dict:
                             else None,
                             "prior_exposures": int(adf["prior_exposures"].iloc[0]),
                             "simulated": bool(adf["simulated"].iloc[0]),
+                            **{
+                                c: str(adf[c].iloc[0]) if pd.notna(adf[c].iloc[0]) else ""
+                                for c in JUDGMENT_TEXT_COLUMNS
+                                if c in adf.columns
+                            },
                             "imported": True,
                         },
                     )

@@ -397,3 +397,31 @@ def test_reimporting_long_item_ids_finds_the_same_items(tmp_path):
     assert again["judgments"] == 0  # nothing new: the same items were found
     assert ComparisonItem.objects.filter(study=study).count() == 2
     assert all(len(i.public_id) <= 32 for i in ComparisonItem.objects.filter(study=study))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_comments_and_cannot_judge_reasons_are_exported_and_imported(tmp_path, fmt):
+    """They were collected from annotators but never left the database."""
+    from pairwise.services.export import import_judgments
+    from pairwise.services.longformat import read_long
+
+    study, _, _ = make_study(n_contexts=2, k=1)
+    user = annotator(username="says-why")
+    first = allocation.next_item(study, user)
+    allocation.submit(
+        study, user, first.public_id, {c: "left" for c in study.criteria}, comment="=A reply, kind"
+    )
+    second = allocation.next_item(study, user)
+    allocation.submit(
+        study, user, second.public_id, {}, cannot_judge=True, cannot_judge_reason="Both are empty"
+    )
+    export_study(study, fmt, tmp_path)
+    exported = read_long(tmp_path / f"judgments.{fmt}")
+    by_item = exported.groupby("item_id").first()
+    assert by_item.loc[first.public_id, "comment"] == "=A reply, kind"
+    assert by_item.loc[second.public_id, "cannot_judge_reason"] == "Both are empty"
+    Study.objects.filter(pk=study.pk).update(name=f"original-{fmt}")
+    import_judgments(tmp_path / f"judgments.{fmt}")
+    imported = Judgment.objects.filter(imported=True)
+    assert set(imported.values_list("comment", flat=True)) == {"=A reply, kind", ""}
+    assert set(imported.values_list("cannot_judge_reason", flat=True)) == {"Both are empty", ""}
