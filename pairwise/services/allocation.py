@@ -299,8 +299,11 @@ def _held_lease(study: Study, user, now) -> ComparisonItem | None:
         _held(study, user, now, "l.expires_at"),
     )
     ((item_id, expires),) = _sql(f"SELECT {item_sql}, {expires_sql}", params + params)
-    if item_id is None:
-        return None
+    return None if item_id is None else _reloaded(item_id, expires)
+
+
+def _reloaded(item_id: int, expires) -> ComparisonItem:
+    """The item of a lease the annotator holds, shown again with the lease's own expiry."""
     item = _shown_item(item_id)
     item.lease_expires_at = _db_time(expires)
     return item
@@ -420,13 +423,14 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
         ),
     }
     others = {"open_all": (f"(SELECT open_items FROM {T.study} WHERE id = %s)", [study.pk])}
-    if now is not None:  # A-left minus A-right over the items shown to them (gold aside)
+    if now is not None:
+        # A-left minus A-right over the items shown to them (gold aside)
         others["balance"] = (
             "(SELECT COALESCE(SUM(CASE WHEN e.a_on_left THEN 1 WHEN NOT e.a_on_left THEN -1 "
             f"ELSE 0 END), 0) FROM {T.exposure} e WHERE e.annotator_id = %s AND e.study_id = %s)",
             [user.pk, study.pk],
         )
-    if now is not None:  # the oldest live lease this annotator holds on an item not judged
+        # the oldest live lease this annotator holds on an item not judged
         others["held_item"] = _held(study, user, now, "l.item_id")
         others["held_expires"] = _held(study, user, now, "l.expires_at")
     if lazy_commit:
@@ -515,9 +519,7 @@ def assign(study: Study, user, *, now=None) -> Assignment:
         state = _state(study, user, now, lazy_commit=lazy_commit)
         progress = _progress(study, state)
         if state["held_item"] is not None:  # a reload: the same item again
-            item = _shown_item(state["held_item"])
-            item.lease_expires_at = _db_time(state["held_expires"])
-            return Assignment(item, progress)
+            return Assignment(_reloaded(state["held_item"], state["held_expires"]), progress)
         if study.quota_per_annotator is not None and state["judged"] >= study.quota_per_annotator:
             return Assignment(None, progress)
         side = None if not state["balance"] else state["balance"] < 0
