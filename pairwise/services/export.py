@@ -33,7 +33,7 @@ from pairwise.models import (
     recount_judgments,
 )
 from pairwise.services import itt, stats
-from pairwise.services.eligibility import eligible_by_context
+from pairwise.services.eligibility import Eligibility
 from pairwise.services.longformat import LONG_COLUMNS, csv_safe, read_long, validate_long
 from pairwise.services.sampling import sampling_key
 
@@ -141,14 +141,7 @@ def comparison_availability(
     if checkpoint:
         ids = _checkpoint_ids(checkpoint)
         comparisons = comparisons.filter(Q(checkpoint_a_id__in=ids) | Q(checkpoint_b_id__in=ids))
-    eligible: dict[int, set[int]] = {}  # checkpoint id -> context ids; A is in every comparison
-
-    def ok(checkpoint_id: int) -> set[int]:
-        if checkpoint_id not in eligible:
-            found = eligible_by_context(study, checkpoint_id, key, context_ids)
-            eligible[checkpoint_id] = set(found)
-        return eligible[checkpoint_id]
-
+    eligible = Eligibility(study, key, context_ids)
     out = []
     for comparison in comparisons:
         ca, cb = comparison.checkpoint_a, comparison.checkpoint_b
@@ -168,7 +161,7 @@ def comparison_availability(
             )
             continue
         with_item = set(items.values_list("context_id", flat=True))
-        a, b = ok(ca.pk), ok(cb.pk)
+        a, b = set(eligible.by_context(ca.pk)), set(eligible.by_context(cb.pk))
         rest = set(context_ids) - with_item
         out.append(
             itt.Availability(

@@ -141,7 +141,8 @@ def _lineage_models(lineage: dict) -> list[str]:
     return found
 
 
-def _is_model(checkpoint: Checkpoint) -> bool:
+def is_model(checkpoint: Checkpoint) -> bool:
+    """A generating model's checkpoint, not a gold item's static reference or control."""
     return checkpoint.backend != "static" and checkpoint.system.kind == System.Kind.MODEL
 
 
@@ -150,7 +151,7 @@ def _model_checkpoints(study: Study) -> list[Checkpoint]:
     for a, b in study.comparisons.values_list("checkpoint_a_id", "checkpoint_b_id"):
         ids.update((a, b))
     checkpoints = Checkpoint.objects.filter(pk__in=ids).select_related("system", "parent")
-    return [c for c in checkpoints if _is_model(c)]
+    return [c for c in checkpoints if is_model(c)]
 
 
 def _names(checkpoints: Iterable[Checkpoint]) -> list[str]:

@@ -28,7 +28,7 @@ from pairwise.models import (
     forget_open_items,
     text_key,
 )
-from pairwise.services.eligibility import eligible_by_context
+from pairwise.services.eligibility import Eligibility
 from pairwise.services.sampling import sampling_key
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def build_items(study: Study) -> int:
     """Create the missing items of every comparison in the study; return how many were made."""
     key = sampling_key(study.sampling)
     context_ids = list(study.contexts.values_list("pk", flat=True))
+    eligible = Eligibility(study, key, context_ids)  # A's replies are read once, not per pair
     made = 0
     for comparison in study.comparisons.all():
         with transaction.atomic():
@@ -62,8 +63,8 @@ def build_items(study: Study) -> int:
                 qs = qs.select_for_update()
             qs.get()  # serialise item creation per comparison, so the balance holds
             done = set(comparison.items.values_list("context_id", flat=True))
-            a = eligible_by_context(study, comparison.checkpoint_a_id, key, context_ids)
-            b = eligible_by_context(study, comparison.checkpoint_b_id, key, context_ids)
+            a = eligible.by_context(comparison.checkpoint_a_id)
+            b = eligible.by_context(comparison.checkpoint_b_id)
             new = sorted((set(a) & set(b)) - done)
             if not new:
                 continue
