@@ -104,20 +104,32 @@ def register_checkpoint(
     return checkpoint
 
 
+def checkpoint_lookup(ref) -> dict | None:
+    """Filter arguments for a checkpoint reference: an id, or 'System vN'; None for a bare
+    system name (the caller decides: its latest, or all its checkpoints). A number that no
+    bigint holds looks up nothing, without reaching the database."""
+    ref = str(ref).strip()
+    if ref.isdigit():
+        return {"pk": int(ref)} if int(ref) < 2**63 else {"pk__in": []}
+    system, sep, version = ref.rpartition(" v")
+    if sep and version.isdigit():
+        return (
+            {"system__name": system, "version": int(version)}
+            if len(version) < 10
+            else {"pk__in": []}
+        )
+    return None
+
+
 def resolve_checkpoint(ref) -> Checkpoint:
     """A checkpoint id, 'System', 'System vN', or 'System@latest'."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        # a number no bigint holds names no checkpoint (and must not reach the database)
-        found = Checkpoint.objects.filter(pk=int(ref)).first() if int(ref) < 2**63 else None
+    name = str(ref).strip().removesuffix("@latest")
+    lookup = checkpoint_lookup(name)
+    if lookup is not None:
+        found = Checkpoint.objects.filter(**lookup).first()
         if found is None:
-            raise ValueError(f"no checkpoint with id {ref}")
-        return found
-    name = str(ref).removesuffix("@latest")
-    if " v" in name and name.rsplit(" v", 1)[1].isdigit() and len(name.rsplit(" v", 1)[1]) < 10:
-        system, version = name.rsplit(" v", 1)
-        found = Checkpoint.objects.filter(system__name=system, version=int(version)).first()
-        if found is None:
-            raise ValueError(f"no checkpoint {name!r}")
+            what = f"with id {name}" if name.isdigit() else repr(name)
+            raise ValueError(f"no checkpoint {what}")
         return found
     from pairwise.services.studies import StudyError, latest_checkpoint
 

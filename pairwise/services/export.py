@@ -33,6 +33,7 @@ from pairwise.models import (
     recount_judgments,
 )
 from pairwise.services import itt, stats
+from pairwise.services.checkpoints import checkpoint_lookup
 from pairwise.services.eligibility import Eligibility
 from pairwise.services.longformat import LONG_COLUMNS, csv_safe, read_long, validate_long
 from pairwise.services.sampling import sampling_key
@@ -63,14 +64,9 @@ def _checkpoint_ids(ref: str) -> list[int]:
     """`ref` is a checkpoint id, a label like "CARE v2", or a system name (all its checkpoints).
     Raises ValueError naming the parameter when nothing matches."""
     ref = str(ref).strip()
-    system, sep, version = ref.rpartition(" v")
-    if ref.isdigit():
-        found = Checkpoint.objects.filter(pk=int(ref)) if len(ref) <= 18 else None
-    elif sep and version.isdigit() and len(version) <= 9:
-        found = Checkpoint.objects.filter(system__name=system, version=int(version))
-    else:
-        found = Checkpoint.objects.filter(system__name=ref)
-    ids = list(found.values_list("pk", flat=True)) if found is not None else []
+    lookup = checkpoint_lookup(ref)
+    found = Checkpoint.objects.filter(**(lookup or {"system__name": ref}))
+    ids = list(found.values_list("pk", flat=True))
     if not ids:
         raise ValueError(
             f"checkpoint: no checkpoint or system {ref!r}; expected an id, 'System vN' or 'System'"
