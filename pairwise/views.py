@@ -132,15 +132,16 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     from training.metrics import METRIC_KEYS
 
     study = get_object_or_404(Study, pk=study_id)
+    flagged = identity.flagged_responses(study)  # listed, and counted in the overview
     return render(
         request,
         "pairwise/study_detail.html",
         {
             "study": study,
             "gen": generation.generation_progress(study),
-            "overview": studies.study_overview(study),
+            "overview": studies.study_overview(study, flagged=flagged),
             "exposure": exposure.exposure_overview(study),
-            "identity_flagged": identity.flagged_responses(study),
+            "identity_flagged": flagged,
             "metric_keys": METRIC_KEYS,
             "metrics": scoring.study_metrics(study),
             "checkpoints": Checkpoint.objects.select_related("system").filter(system__kind="model"),

@@ -209,8 +209,9 @@ def _latest_per_system(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
     return sorted(best.values(), key=lambda c: (c.system.name, c.version))
 
 
-def study_overview(study: Study) -> dict:
-    """Progress for researchers and the admin: items complete of total, counts per annotator."""
+def study_overview(study: Study, *, flagged: list[dict] | None = None) -> dict:
+    """Progress for researchers and the admin: items complete of total, counts per annotator.
+    `flagged`: the study's `identity.flagged_responses`, when the caller has them already."""
     items = ComparisonItem.objects.filter(study=study, is_gold=False)
     totals = items.aggregate(
         total=Count("pk"), complete=Count("pk", filter=Q(judgment_count__gte=study.overlap_k))
@@ -253,5 +254,5 @@ def study_overview(study: Study) -> dict:
         "truncated_responses": truncated,
         "gold_items": study.items.filter(is_gold=True).count(),
         # replies that name a system: kept out of items (identity.py), listed on the study page
-        "identity_flagged": len(identity.flagged_responses(study)),
+        "identity_flagged": len(identity.flagged_responses(study) if flagged is None else flagged),
     }
