@@ -33,13 +33,14 @@ from statistics import fmean
 from typing import Any
 
 from training.care_format import canonical_strategy
-from training.lineage import parent_info, write_lineage
+from training.lineage import checkpoint_generation_defaults, parent_info, write_lineage
 from training.prompts import to_messages
-from training.rewards import REWARD_FUNCS
+from training.rewards import DEFAULT_MAX_REPLY_WORDS, REWARD_FUNCS
 from training.sft import (
     DataArguments,
     data_fingerprint,
     final_loss,
+    generation_record,
     iter_turn_examples,
     non_finite_guard,
     run_cli,
@@ -65,8 +66,14 @@ class GRPOArguments(DataArguments):
         default=False,
         metadata={"help": "if vLLM cannot start, warn and generate with transformers"},
     )
+    max_reply_words: int = field(
+        default=DEFAULT_MAX_REPLY_WORDS,
+        metadata={"help": "a reply longer than this (words) loses the format reward"},
+    )
 
     def __post_init__(self) -> None:
+        if self.max_reply_words < 1:
+            raise ValueError(f"max_reply_words={self.max_reply_words}: expected >= 1")
         if self.dataset != "esconv":
             raise ValueError(f"dataset={self.dataset!r}: GRPO needs gold strategies (esconv)")
         if not self.care:
@@ -76,12 +83,16 @@ class GRPOArguments(DataArguments):
 
 
 def build_prompts(args: GRPOArguments) -> list[dict[str, Any]]:
-    """Rows ``{"prompt": [messages], "strategy": gold}`` for turns that have a gold strategy."""
+    """Rows ``{"prompt": [messages], "strategy": gold, "max_reply_words": n}`` for turns that
+    have a gold strategy; TRL passes every column but the prompt to the rewards."""
     rows = []
     for ex in iter_turn_examples(args):
         gold = canonical_strategy(ex.strategy)
         if gold:
-            rows.append({"prompt": to_messages(ex.history, care=True), "strategy": gold})
+            prompt = to_messages(ex.history, care=True, seeker_placeholder=args.seeker_placeholder)
+            rows.append(
+                {"prompt": prompt, "strategy": gold, "max_reply_words": args.max_reply_words}
+            )
     if not rows:
         raise ValueError(f"no prompts with a gold strategy for {args}")
     return rows
@@ -165,8 +176,27 @@ def build_trainer(
     return trainer
 
 
+def warn_if_prompted_unlike_parent(args: GRPOArguments) -> None:
+    """GRPO prompts should look like the SFT prompts: warn when the window or the placeholder
+    differs from what the parent checkpoint's lineage records."""
+    parent = checkpoint_generation_defaults(args.model_name_or_path)
+    if parent.source != "lineage":
+        return
+    if parent.window != args.window or parent.seeker_placeholder != args.seeker_placeholder:
+        logger.warning(
+            "GRPO prompts use window=%s, seeker_placeholder=%r, but %s was trained with "
+            "window=%s, seeker_placeholder=%r",
+            args.window,
+            args.seeker_placeholder,
+            args.model_name_or_path,
+            parent.window,
+            parent.seeker_placeholder,
+        )
+
+
 def train(args: GRPOArguments, training_args: Any) -> Path:
     """Run GRPO, save the model, tokenizer and ``lineage.json``; return the output folder."""
+    warn_if_prompted_unlike_parent(args)
     rows = build_prompts(args)
     logger.info("GRPO %s: %d prompts", training_args.output_dir, len(rows))
     trainer = build_trainer(args, training_args, rows)
@@ -194,6 +224,12 @@ def train(args: GRPOArguments, training_args: Any) -> Path:
         },
         care=True,
         backend={"backend": "vllm", "reasoning": True},
+        generation=generation_record(
+            args.window,
+            training_args.max_completion_length,
+            "max_completion_length",
+            args.seeker_placeholder,
+        ),
     )
     # Trainer.end() destroys the process group that a colocated vLLM engine still uses; vLLM
     # then fails on its own shutdown. With vLLM, leave the group to vLLM.

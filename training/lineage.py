@@ -12,6 +12,11 @@ carries a ``lineage.json`` with these keys:
 ``metrics``       training metrics: final loss, and for GRPO the mean reward per component
 ``created_at``    UTC time, ISO 8601
 ``backend``       generation hints for the site, e.g. ``{"backend": "vllm"}``
+``generation``    how the checkpoint was prompted and how long its completions could be:
+                  ``{"window": 8, "max_new_tokens": 1024, "budget_from": ...,
+                  "seeker_placeholder": None}``. Evaluation (``training.metrics``, the site's
+                  generation and ``score_study``) uses these by default; see
+                  :func:`generation_defaults`
 ``schema``        the version of this layout (1)
 
 :func:`lineage_sha256` is the sha256 of a ``lineage.json`` file's bytes; a child records its
@@ -25,6 +30,7 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +106,81 @@ def parent_info(model_path: str | Path | None) -> dict[str, Any] | None:
     if local.exists():
         return {"path": str(local.resolve()), "lineage_sha256": lineage_sha256(local)}
     return {"path": str(model_path), "lineage_sha256": None}
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """How a checkpoint was trained to be prompted, for evaluating it the same way.
+
+    ``window``: history turns per prompt (None: the whole history, or not known).
+    ``max_new_tokens``: the completion budget it trained with (GRPO's ``max_completion_length``,
+    SFT's longest target in tokens), None when not known. ``seeker_placeholder``: the synthetic
+    seeker turn after a supporter turn (``training.prompts.to_messages``), None for the ESConv
+    convention. ``source``: "lineage" (the ``generation`` key), "legacy" (a lineage written
+    before that key: window and budget read from its config; every checkpoint of that time was
+    trained with the "..." placeholder) or "none" (no lineage at all).
+    """
+
+    window: int | None = None
+    max_new_tokens: int | None = None
+    seeker_placeholder: str | None = None
+    source: str = "none"
+
+
+def _data_arguments(record: dict[str, Any]) -> dict[str, Any]:
+    config = record.get("config") or {}
+    return next(
+        (v for k, v in config.items() if k.endswith("Arguments") and isinstance(v, dict)), {}
+    )
+
+
+def generation_defaults(record: dict[str, Any] | None) -> GenerationDefaults:
+    """The :class:`GenerationDefaults` recorded in a lineage record (``read_lineage``'s dict).
+
+    >>> generation_defaults({"generation": {"window": 8, "max_new_tokens": 1024}})
+    GenerationDefaults(window=8, max_new_tokens=1024, seeker_placeholder=None, source='lineage')
+    >>> generation_defaults({"config": {"GRPOArguments": {"window": 2},
+    ...                                 "GRPOConfig": {"max_completion_length": 160}}})
+    GenerationDefaults(window=2, max_new_tokens=160, seeker_placeholder='...', source='legacy')
+    >>> generation_defaults(None).source
+    'none'
+    """
+    if not record:
+        return GenerationDefaults()
+    gen = record.get("generation")
+    if isinstance(gen, dict):
+        return GenerationDefaults(
+            window=_positive_or_none(gen.get("window")),
+            max_new_tokens=_positive_or_none(gen.get("max_new_tokens")),
+            seeker_placeholder=gen.get("seeker_placeholder"),
+            source="lineage",
+        )
+    from training.prompts import LEGACY_SEEKER_PLACEHOLDER
+
+    grpo = (record.get("config") or {}).get("GRPOConfig") or {}
+    return GenerationDefaults(
+        window=_positive_or_none(_data_arguments(record).get("window")),
+        max_new_tokens=_positive_or_none(grpo.get("max_completion_length")),
+        seeker_placeholder=LEGACY_SEEKER_PLACEHOLDER,
+        source="legacy",
+    )
+
+
+def _positive_or_none(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def checkpoint_generation_defaults(path: str | Path) -> GenerationDefaults:
+    """:func:`generation_defaults` of a checkpoint folder (or a hub name): ``source="none"``
+    when it has no ``lineage.json``; a lineage that is there but unreadable raises
+    :class:`LineageError`."""
+    if not _lineage_path(path).is_file():
+        return GenerationDefaults()
+    return generation_defaults(read_lineage(path))
 
 
 def write_lineage(out_dir: str | Path, **fields: Any) -> Path:

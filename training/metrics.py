@@ -37,10 +37,15 @@ D-1, D-2
     Distinct-n: distinct n-grams divided by all n-grams, pooled over all responses.
 Len
     Mean number of tokens per response.
-ACC_Stra, F1_Stra
+ACC_Stra, F1_Stra, Unk_Stra
     Accuracy and support-weighted F1 of the predicted strategy against the gold strategy, over
-    the turns that have a gold strategy; a missing prediction counts as wrong. ``None`` (N/A)
-    for systems that state no strategy, or whose labels are not ESConv's and have no mapping.
+    the turns that have a gold strategy; a missing prediction and a label outside ESConv's
+    eight count as wrong, and ``Unk_Stra`` counts the latter. ``None`` (N/A) for systems that
+    state no strategy at all.
+
+Generation (``--checkpoint``) uses, by default, the history window, generation budget and
+prompt convention recorded in the checkpoint's ``lineage.json``; options override them, and
+``results.json`` / ``results.md`` say what was used and where it differs from training.
 
 An empty or missing response (``None``, e.g. a CARE output with no clean reply) is scored as
 the empty string: it counts against the system instead of being dropped.
@@ -61,8 +66,11 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from training.lineage import GenerationDefaults, generation_defaults, read_lineage
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +86,10 @@ METRIC_KEYS: tuple[str, ...] = (
     "Len",
     "ACC_Stra",
     "F1_Stra",
+    "Unk_Stra",
 )
+#: Keys whose value is a count, shown without decimals.
+COUNT_KEYS = frozenset({"Unk_Stra"})
 
 #: CARE (SFT-RL) on the ESConv test set, as the paper reports it (arXiv 2510.05122); None where
 #: the paper gives no number. Its BERTScore comes from a different encoder than ours.
@@ -94,6 +105,7 @@ PAPER_CARE_SFT_RL: dict[str, float | None] = {
     "Len": None,
     "ACC_Stra": 30.29,
     "F1_Stra": None,
+    "Unk_Stra": None,
 }
 PAPER_ROW_NAME = "CARE (SFT-RL), paper-reported [reference]"
 
@@ -389,43 +401,59 @@ def _strategy_normaliser() -> tuple[Callable[[str], str], frozenset[str]]:
     return norm, labels
 
 
+class StrategyScores(NamedTuple):
+    """Strategy metrics of one system: fractions, and counts of the turns they are over.
+
+    ``accuracy`` and ``weighted_f1`` are None (N/A) when the system states no strategy at all.
+    ``unknown`` counts predictions that are not one of ESConv's eight labels (after
+    normalising, and after ``strategy_map`` when given); they are scored as wrong.
+    ``turns`` is the number of turns with a gold strategy.
+    """
+
+    accuracy: float | None
+    weighted_f1: float | None
+    unknown: int | None
+    turns: int
+
+
 def strategy_scores(
     predicted: Sequence[str | None],
     gold: Sequence[str | None],
     *,
     strategy_map: Callable[[str], str | None] | None = None,
-) -> tuple[float | None, float | None]:
-    """(accuracy, weighted F1), as fractions, of predicted against gold strategies.
+) -> StrategyScores:
+    """Accuracy and weighted F1 of predicted against gold strategies, and the unknown labels.
 
-    Turns without a gold strategy are left out; a missing prediction counts as wrong. Returns
-    ``(None, None)`` when no turn has both a gold label and any prediction at all, or when a
-    predicted label is not an ESConv strategy and no ``strategy_map`` (e.g.
-    ``map_extes_strategy``) is given; with a map, labels it leaves outside ESConv's set count
-    as wrong.
+    Turns without a gold strategy are left out. A missing prediction (no plan, a malformed
+    chain) and a label outside ESConv's eight (an ``unknown`` one, e.g. "Empathy") both count
+    as wrong. N/A only when no turn with a gold label has any prediction at all: a system that
+    states no strategy. ``strategy_map`` (e.g. ``map_extes_strategy``) maps another label set
+    to ESConv's first; labels it leaves outside ESConv's set are unknown.
     """
     if len(predicted) != len(gold):
         raise ValueError(f"{len(predicted)} predicted strategies but {len(gold)} gold ones")
     norm, esconv = _strategy_normaliser()
     pairs = [(p, g) for p, g in zip(predicted, gold, strict=True) if g]
     if not pairs or all(not p for p, _ in pairs):
-        return None, None
+        return StrategyScores(None, None, None, len(pairs))
     preds: list[str] = []
     for p, _ in pairs:
         label = (strategy_map(p) if strategy_map else p) if p else None
         preds.append(norm(label) if label else _NO_STRATEGY)
     golds = [norm(g) for _, g in pairs]
-    foreign = sorted({p for p in preds if p != _NO_STRATEGY} - esconv - set(golds))
-    # With a map, a label that has no ESConv counterpart is simply a wrong prediction; without
-    # one, foreign labels mean another strategy set, and comparing would be meaningless.
-    if foreign and strategy_map is None:
+    unknown = [p for p in preds if p != _NO_STRATEGY and p not in esconv]
+    if unknown:
+        hint = "" if strategy_map else " (another label set? pass a strategy map, e.g. extes)"
         logger.warning(
-            "strategy metrics N/A: predicted labels %s are not ESConv strategies "
-            "(pass a strategy map, e.g. training.datasets.strategies.map_extes_strategy)",
-            foreign[:5],
+            "strategy metrics: %d of %d predicted labels are not ESConv strategies, counted "
+            "as wrong: %s%s",
+            len(unknown),
+            len(preds),
+            sorted(set(unknown))[:5],
+            hint,
         )
-        return None, None
     acc = sum(p == g for p, g in zip(preds, golds, strict=True)) / len(golds)
-    return acc, weighted_f1(preds, golds)
+    return StrategyScores(acc, weighted_f1(preds, golds), len(unknown), len(pairs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,9 +505,10 @@ def compute_metrics(
             raise ValueError(
                 f"{len(pred_strategies)} predicted strategies for {len(hypotheses)} responses"
             )
-        acc, f1w = strategy_scores(pred_strategies, gold_strategies, strategy_map=strategy_map)
-        out["ACC_Stra"] = None if acc is None else 100 * acc
-        out["F1_Stra"] = None if f1w is None else 100 * f1w
+        scores = strategy_scores(pred_strategies, gold_strategies, strategy_map=strategy_map)
+        out["ACC_Stra"] = None if scores.accuracy is None else 100 * scores.accuracy
+        out["F1_Stra"] = None if scores.weighted_f1 is None else 100 * scores.weighted_f1
+        out["Unk_Stra"] = scores.unknown
     return out
 
 
@@ -493,10 +522,11 @@ def _mean(values: Iterable[float]) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(value: float | None) -> str:
+def format_value(key: str, value: float | None, *, missing: str = "—") -> str:
+    """A table cell: two decimals, a count as an integer, ``missing`` for N/A."""
     if value is None:
-        return "—"
-    return f"{value:.2f}"
+        return missing
+    return f"{value:.0f}" if key in COUNT_KEYS else f"{value:.2f}"
 
 
 def results_table(
@@ -504,11 +534,14 @@ def results_table(
     *,
     fmt: str = "markdown",
     reference_row: bool = True,
+    notes: Sequence[str] = (),
 ) -> str:
     """A table of systems by :data:`METRIC_KEYS`, with the paper's CARE row as a reference.
 
     ``fmt`` is ``"markdown"`` (two decimals, ``—`` for N/A) or ``"csv"`` (full precision,
-    empty for N/A). The paper's row is last and named :data:`PAPER_ROW_NAME`.
+    empty for N/A). The paper's row is last and named :data:`PAPER_ROW_NAME`. ``notes``
+    (markdown only) are printed under the table, e.g. a checkpoint evaluated with another
+    window than it was trained with.
     """
     all_rows = dict(rows)
     if reference_row:
@@ -531,13 +564,14 @@ def results_table(
         "|---|" + "---:|" * len(METRIC_KEYS),
     ]
     for name, metrics in all_rows.items():
-        cells = [_fmt(metrics.get(k)) for k in METRIC_KEYS]
+        cells = [format_value(k, metrics.get(k)) for k in METRIC_KEYS]
         label = f"*{name}*" if name == PAPER_ROW_NAME else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "All scores x100 except Len (mean tokens per response); — = not applicable or not "
-        "reported.",
+        "All scores x100 except Len (mean tokens per response) and Unk_Stra (predicted "
+        "strategies outside ESConv's eight, counted as wrong in ACC_Stra and F1_Stra); — = not "
+        "applicable or not reported.",
         "BERTScore here is raw F1 with a local encoder (default all-MiniLM-L6-v2, layer 5; "
         "results.json names it): not comparable with the paper's roberta-large number "
         "(rescaled with a baseline).",
@@ -549,6 +583,7 @@ def results_table(
         )
     if not meteor_synonyms():
         lines.append("METEOR computed WITHOUT WordNet synonyms (no WordNet data installed).")
+    lines += [f"Note: {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -605,24 +640,130 @@ def score_rows(
     )
 
 
+#: The generation budget when the checkpoint's lineage records none (a hub model, an old run).
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a checkpoint is prompted and how long it may write, and where each value came from.
+
+    ``window`` (None: the whole history), ``max_new_tokens`` and ``seeker_placeholder`` are
+    what generation uses; ``trained`` is what the checkpoint's lineage records
+    (``training.lineage.generation_defaults``); ``sources`` says, per field, "explicit" (a
+    command-line option), "lineage" (the trained value) or "default" (the lineage has none).
+    """
+
+    window: int | None
+    max_new_tokens: int
+    seeker_placeholder: str | None
+    care: bool
+    trained: GenerationDefaults
+    sources: dict[str, str]
+
+    def differences(self) -> list[str]:
+        """One sentence per setting that differs from what the checkpoint was trained with."""
+        out = []
+        if self.trained.source == "none":
+            return ["no lineage.json: window, budget and prompt convention are defaults"]
+        if self.window != self.trained.window:
+            out.append(
+                f"history window {_window_text(self.window)}, trained with "
+                f"{_window_text(self.trained.window)}"
+            )
+        if self.trained.max_new_tokens and self.max_new_tokens != self.trained.max_new_tokens:
+            out.append(
+                f"max_new_tokens {self.max_new_tokens}, trained with {self.trained.max_new_tokens}"
+            )
+        if self.seeker_placeholder != self.trained.seeker_placeholder:
+            out.append(
+                f"seeker placeholder {self.seeker_placeholder!r}, trained with "
+                f"{self.trained.seeker_placeholder!r}"
+            )
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "max_new_tokens": self.max_new_tokens,
+            "seeker_placeholder": self.seeker_placeholder,
+            "care": self.care,
+            "sources": dict(self.sources),
+            "trained": asdict(self.trained),
+            "differs_from_training": self.differences(),
+        }
+
+
+def _window_text(window: int | None) -> str:
+    return "all turns" if window is None else f"{window} turns"
+
+
+_FROM_LINEAGE = object()  # "use what the checkpoint was trained with"
+
+
+def evaluation_settings(
+    checkpoint: str,
+    *,
+    window: Any = _FROM_LINEAGE,
+    max_new_tokens: int | None = None,
+    seeker_placeholder: Any = _FROM_LINEAGE,
+    care: bool | None = None,
+) -> EvalSettings:
+    """The settings to evaluate ``checkpoint`` with: what its lineage records, unless given.
+
+    ``window``: a number of turns, or None for the whole history; left out, the trained
+    window. ``max_new_tokens``: left out (None), the trained budget, else
+    :data:`DEFAULT_MAX_NEW_TOKENS`. ``seeker_placeholder``: a string or None; left out, the
+    trained convention. ``care``: left out (None), whether the lineage says the checkpoint
+    reasons.
+    """
+    record = None
+    if Path(checkpoint, "lineage.json").is_file():
+        record = read_lineage(checkpoint)
+    trained = generation_defaults(record)
+    sources: dict[str, str] = {}
+    fallback = "lineage" if trained.source != "none" else "default"
+    if window is _FROM_LINEAGE:
+        window, sources["window"] = trained.window, fallback
+    else:
+        sources["window"] = "explicit"
+    if max_new_tokens is not None:
+        sources["max_new_tokens"] = "explicit"
+    elif trained.max_new_tokens:
+        max_new_tokens, sources["max_new_tokens"] = trained.max_new_tokens, "lineage"
+    else:
+        max_new_tokens, sources["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS, "default"
+    if seeker_placeholder is _FROM_LINEAGE:
+        seeker_placeholder, sources["seeker_placeholder"] = trained.seeker_placeholder, fallback
+    else:
+        sources["seeker_placeholder"] = "explicit"
+    if care is None:
+        hints = (record or {}).get("backend") or {}
+        care = bool(hints.get("reasoning", (record or {}).get("care", False)))
+        sources["care"] = "lineage" if record else "default"
+    else:
+        sources["care"] = "explicit"
+    return EvalSettings(window, max_new_tokens, seeker_placeholder, care, trained, sources)
+
+
 def generate_responses(
     checkpoint: str,
     *,
     split: str = "test",
     n: int | None = None,
     backend: str = "hf",
-    care: bool = False,
-    window: int | None = None,
+    settings: EvalSettings | None = None,
     seed: int = 0,
-    max_new_tokens: int = 256,
     temperature: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Generate one response per ESConv ``split`` turn with ``checkpoint`` and parse it.
 
-    Rows have the :func:`read_responses` fields plus ``raw`` (the model's whole text) and
-    ``status`` (the CARE parse status). A CARE checkpoint (``care=True``) gets the CARE system
-    prompt; every output goes through ``parse_care_output``, which returns a baseline's text
-    unchanged with status ``no_reasoning``.
+    ``settings`` (window, budget, prompt convention, CARE or not) default to what the
+    checkpoint was trained with (:func:`evaluation_settings`). Rows have the
+    :func:`read_responses` fields plus ``raw`` (the model's whole text) and ``status`` (the
+    CARE parse status). A CARE checkpoint gets the CARE system prompt; every output goes
+    through ``parse_care_output``, which returns a baseline's text unchanged with status
+    ``no_reasoning``.
     """
     from models.base import GenerationRequest, SamplingParams
     from models.registry import get_backend
@@ -630,16 +771,25 @@ def generate_responses(
     from training.datasets import load_dialogues, turn_examples
     from training.prompts import to_messages
 
+    settings = settings or evaluation_settings(checkpoint)
     dialogues = load_dialogues("esconv", split)
-    examples = list(turn_examples(dialogues, window=window))
+    examples = list(turn_examples(dialogues, window=settings.window))
     if n is not None:
         examples = examples[:n]
+    care = settings.care
     # The fake backend writes CARE chains only when asked; real models do what they learned.
-    settings = {"reasoning": True} if backend == "fake" and care else {}
-    engine = get_backend(backend, model=checkpoint, **settings)
-    sampling = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
+    engine_settings = {"reasoning": True} if backend == "fake" and care else {}
+    engine = get_backend(backend, model=checkpoint, **engine_settings)
+    sampling = SamplingParams(
+        temperature=temperature, top_p=1.0, max_new_tokens=settings.max_new_tokens
+    )
     requests = [
-        GenerationRequest(to_messages(ex.history, care=care), sampling, seed) for ex in examples
+        GenerationRequest(
+            to_messages(ex.history, care=care, seeker_placeholder=settings.seeker_placeholder),
+            sampling,
+            seed,
+        )
+        for ex in examples
     ]
     outputs = engine.generate(requests)
     rows = []
@@ -654,6 +804,7 @@ def generate_responses(
                 "pred_strategy": parsed.strategy,
                 "gold_strategy": ex.strategy,
                 "status": parsed.status,
+                "finish_reason": out.finish_reason,
                 "raw": text,
             }
         )
@@ -685,10 +836,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
     parser.add_argument("--n", type=int, help="only the first N turns of the split")
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm", "fake"])
-    parser.add_argument("--care", action="store_true", help="the checkpoint is a CARE model")
-    parser.add_argument("--window", type=int, help="history turns per example (loader default)")
+    parser.add_argument(
+        "--care",
+        action=argparse.BooleanOptionalAction,
+        help="the checkpoint is a CARE model (default: what its lineage.json says)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        help="history turns per prompt, 0 for the whole history (default: the window the "
+        "checkpoint was trained with, from its lineage.json; a different one is noted)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="generation budget (default: the one the checkpoint was trained with, else "
+        f"{DEFAULT_MAX_NEW_TOKENS})",
+    )
+    parser.add_argument(
+        "--seeker-placeholder",
+        help="seeker turn inserted after a supporter turn; 'none' for the ESConv convention "
+        "(default: the convention the checkpoint was trained with)",
+    )
     parser.add_argument("--strategy-map", choices=["none", "extes"], default="none")
     parser.add_argument("--bertscore-model", help="local encoder folder (default: MiniLM-L6)")
     parser.add_argument("--no-bertscore", action="store_true")
@@ -705,20 +875,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     smap = _strategy_map_by_name(args.strategy_map)
 
     systems: dict[str, list[dict[str, Any]]] = {}
+    evaluation: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
     for i, path in enumerate(args.responses):
         name = args.name[i] if args.name else Path(path).stem
         systems[name] = read_responses(path)
     if args.checkpoint:
         name = args.checkpoint_name or Path(args.checkpoint.rstrip("/")).name
+        overrides: dict[str, Any] = {"care": args.care, "max_new_tokens": args.max_new_tokens}
+        if args.window is not None:
+            if args.window < 0:
+                parser.error(f"--window {args.window}: expected 0 (whole history) or more turns")
+            overrides["window"] = args.window or None
+        if args.seeker_placeholder is not None:
+            placeholder = args.seeker_placeholder
+            overrides["seeker_placeholder"] = None if placeholder.lower() == "none" else placeholder
+        settings = evaluation_settings(args.checkpoint, **overrides)
+        evaluation[name] = settings.as_dict()
+        for difference in settings.differences():
+            logger.warning("%s: evaluated with %s", name, difference)
+            notes.append(f"{name}: evaluated with {difference}.")
         rows = generate_responses(
             args.checkpoint,
             split=args.split,
             n=args.n,
             backend=args.backend,
-            care=args.care,
-            window=args.window,
+            settings=settings,
             seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
         )
         resp_path = out_dir / f"{name}.responses.jsonl"
         with open(resp_path, "w", encoding="utf-8") as fh:
@@ -737,7 +920,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         logger.info("scored %s on %d responses", name, len(rows))
     ref = not args.no_reference_row
-    (out_dir / "results.md").write_text(results_table(results, reference_row=ref), "utf-8")
+    (out_dir / "results.md").write_text(
+        results_table(results, reference_row=ref, notes=notes), "utf-8"
+    )
     (out_dir / "results.csv").write_text(
         results_table(results, fmt="csv", reference_row=ref), "utf-8"
     )
@@ -748,11 +933,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else (args.bertscore_model or default_bertscore_model()),
         "bertscore_layers": DEFAULT_BERTSCORE_LAYERS,
         "meteor_wordnet_synonyms": meteor_synonyms(),
+        "evaluation": evaluation,
         "results": results,
         "paper_reference": PAPER_CARE_SFT_RL,
     }
     (out_dir / "results.json").write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
-    sys.stdout.write(results_table(results, reference_row=ref))
+    sys.stdout.write(results_table(results, reference_row=ref, notes=notes))
     return 0
 
 

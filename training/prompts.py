@@ -3,6 +3,21 @@
 The seeker is the chat "user" and the supporter the "assistant", so a model's reply is the next
 supporter turn. Consecutive turns by the same speaker are joined, since chat templates expect
 alternating roles.
+
+When the history ends on a supporter turn (the supporter speaks twice in a row: 17% of ESConv
+train turns, 18% of test turns), the messages end on that assistant message and the model's
+reply is a new assistant message after it. This keeps the real context, as the ESConv authors'
+code does (their context for a turn is every earlier utterance). Checkpoints trained before
+this convention saw a synthetic seeker turn ``"..."`` there instead; ``seeker_placeholder``
+reproduces that (``LEGACY_SEEKER_PLACEHOLDER``), and their lineage says so
+(``training.lineage.generation_defaults``).
+
+>>> from training.datasets.types import Turn
+>>> history = [Turn("seeker", "I lost my job."), Turn("supporter", "I'm sorry.")]
+>>> [m["role"] for m in to_messages(history)]
+['system', 'user', 'assistant']
+>>> to_messages(history, seeker_placeholder="...")[-1]
+{'role': 'user', 'content': '...'}
 """
 
 from __future__ import annotations
@@ -21,10 +36,20 @@ CARE_SYSTEM_PROMPT = (
     '<emotion> (what those beliefs make them feel) and <plan strategy="..."> (the support '
     "strategy and intention of your reply). Then write the reply."
 )
+#: The synthetic seeker turn that checkpoints trained before the ESConv convention saw after a
+#: supporter turn. Only for evaluating those checkpoints as they were trained.
+LEGACY_SEEKER_PLACEHOLDER = "..."
 
 
-def to_messages(history: Iterable[Turn], *, care: bool = False) -> list[dict[str, str]]:
-    """Map a history of turns to chat messages, starting with the system prompt."""
+def to_messages(
+    history: Iterable[Turn], *, care: bool = False, seeker_placeholder: str | None = None
+) -> list[dict[str, str]]:
+    """Map a history of turns to chat messages, starting with the system prompt.
+
+    A history that ends on the supporter ends on that assistant message (the ESConv
+    convention: the real context, nothing invented); with ``seeker_placeholder`` a seeker
+    turn with that text is appended instead, as older checkpoints were trained.
+    """
     messages: list[dict[str, str]] = [
         {"role": "system", "content": CARE_SYSTEM_PROMPT if care else SYSTEM_PROMPT}
     ]
@@ -34,8 +59,6 @@ def to_messages(history: Iterable[Turn], *, care: bool = False) -> list[dict[str
             messages[-1]["content"] += "\n" + turn.text
         else:
             messages.append({"role": role, "content": turn.text})
-    # A chat model answers a user turn: if the history ends on the supporter, the seeker's
-    # turn is absent, so add an empty user turn rather than continuing the assistant's text.
-    if messages[-1]["role"] != "user":
-        messages.append({"role": "user", "content": "..."})
+    if seeker_placeholder is not None and messages[-1]["role"] != "user":
+        messages.append({"role": "user", "content": seeker_placeholder})
     return messages

@@ -10,6 +10,14 @@ Components, each 0.0 or 1.0:
   non-empty reply (status ``complete``, ``missing_node`` or ``out_of_order``). Nodes without
   ``<think>`` (``unwrapped``, even with a clean reply) and reasoning tags that leak into the
   reply (``tag_leak``) earn nothing: the site could not have shown such text as produced.
+  Two more rules close loopholes (our choices, not the paper's; docs/training.md):
+
+  - the reply must be one turn: a line of it that starts with a speaker label (``User:``,
+    ``Seeker:``, ``Supporter:``, ``Assistant:``, ``Human:``, ``System:``, ``Help-seeker:``,
+    any case, optionally in Markdown emphasis) means the model went on to invent the next
+    turn (:func:`invents_turn`);
+  - the reply must be at most ``kwargs["max_reply_words"]`` words (a dataset column the GRPO
+    recipe sets; :data:`DEFAULT_MAX_REPLY_WORDS` when absent).
 * ``structure_reward``: all four nodes (context, cognition, emotion, plan), each exactly once,
   in that order, each with text (status ``complete``).
 * ``strategy_reward``: the plan's strategy equals the gold ESConv strategy
@@ -23,17 +31,23 @@ component counts only when the earlier ones hold::
 
 i.e. 0 (does not parse), 1 (parses), 2 (complete chain), 3 (complete chain with the gold
 strategy). GRPO passes all four functions with ``reward_weights: [0, 0, 0, 1]``: the three
-components are logged (``rewards/<name>/mean``) but only the combined reward trains.
+components are logged (``rewards/<name>/mean``) but only the combined reward trains. The weights
+(1/1/1) and the gating are our reading of "hierarchical rewards", not numbers from the paper.
 
 >>> good = ('<think><context>c</context><cognition>b</cognition><emotion>e</emotion>'
 ...         '<plan strategy="Question">p</plan></think>How are you?')
 >>> care_reward([good, good.replace("Question", "reflection of feelings"), ""],
 ...             strategy=["question", "Question", "Question"])
 [3.0, 2.0, 0.0]
+
+A completion cut off at the length limit is not visible here (a reward sees text only): the
+GRPO recipes set ``mask_truncated_completions: true``, so TRL leaves such completions out of
+the loss.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +57,16 @@ FORMAT_WEIGHT = 1.0
 STRUCTURE_WEIGHT = 1.0
 STRATEGY_WEIGHT = 1.0
 MAX_CARE_REWARD = FORMAT_WEIGHT + STRUCTURE_WEIGHT + STRATEGY_WEIGHT
+#: Our guess, not the paper's: above the longest ESConv train reply (166 words; p99 is 71), so
+#: no gold-like reply is penalised, while a runaway reply is.
+DEFAULT_MAX_REPLY_WORDS = 200
 _PARSES = frozenset({"complete", "missing_node", "out_of_order"})
+# A speaker label at the start of a line: the model writing the next turn itself.
+_SPEAKER_LABEL = re.compile(
+    r"^[ \t]*[*_]*[ \t]*(?:user|seeker|help[- ]?seeker|supporter|assistant|human|system)"
+    r"[ \t]*[*_]*[ \t]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def completion_text(completion: Any) -> str:
@@ -70,6 +93,19 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
+def invents_turn(reply: str | None) -> bool:
+    """Whether a reply holds a line that starts with a speaker label (a turn it invented).
+
+    >>> invents_turn("I'm here for you.\\nUser: thanks, that helps")
+    True
+    >>> invents_turn("I hear you.\\n\\n  **SEEKER**: ok")
+    True
+    >>> invents_turn("As a user of the gym, I know: it helps. My supporter: my sister.")
+    False
+    """
+    return bool(reply) and _SPEAKER_LABEL.search(reply) is not None
+
+
 def _parse_all(completions: Sequence[Any]) -> list[ParsedOutput]:
     return [parse_care_output(completion_text(c)) for c in completions]
 
@@ -87,8 +123,27 @@ def _gold(kwargs: dict, n: int) -> list[str | None]:
     return list(gold)
 
 
-def _format(p: ParsedOutput) -> float:
-    return 1.0 if p.status in _PARSES and p.response else 0.0
+def _limits(kwargs: dict, n: int) -> list[int]:
+    limit = kwargs.get("max_reply_words")
+    if limit is None:
+        return [DEFAULT_MAX_REPLY_WORDS] * n
+    limits = [limit] * n if isinstance(limit, int) else list(limit)
+    if len(limits) != n:
+        raise ValueError(f"kwargs['max_reply_words'] has {len(limits)} values for {n} completions")
+    for value in limits:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"kwargs['max_reply_words']: expected a positive integer, got {value!r}"
+            )
+    return limits
+
+
+def _format(p: ParsedOutput, max_words: int = DEFAULT_MAX_REPLY_WORDS) -> float:
+    if p.status not in _PARSES or not p.response:
+        return 0.0
+    if invents_turn(p.response) or len(p.response.split()) > max_words:
+        return 0.0
+    return 1.0
 
 
 def _structure(p: ParsedOutput) -> float:
@@ -114,8 +169,29 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     >>> format_reward(["<context>x</context>Hello", "Hi <think/>", "Hi &lt;/plan&gt;",
     ...                "<think><context>x</context></think>Hi < / Plan >"])
     [0.0, 0.0, 0.0, 0.0]
+
+    The reply must be one turn: an invented next turn, a speaker label at the start of any
+    line in any case, loses the reward; a label inside a sentence does not.
+
+    >>> chain = "<think><context>x</context></think>"
+    >>> format_reward([chain + "I'm here.\\nUser: thanks", chain + "I'm here.\\nseeker : ok",
+    ...                chain + "Supporter: I'm here.", chain + "Ask the user: what helps?"])
+    [0.0, 0.0, 0.0, 1.0]
+
+    A reply longer than ``max_reply_words`` (default :data:`DEFAULT_MAX_REPLY_WORDS`) loses it:
+
+    >>> format_reward([chain + "word " * 20_000, chain + "one two three"], max_reply_words=3)
+    [0.0, 1.0]
+    >>> format_reward([chain + "word " * 201, chain + "word " * 200])
+    [0.0, 1.0]
+    >>> format_reward([chain + "hi"], max_reply_words=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: kwargs['max_reply_words']: expected a positive integer, got 0
     """
-    return [_format(p) for p in _parse_all(completions)]
+    parsed = _parse_all(completions)
+    limits = _limits(kwargs, len(parsed))
+    return [_format(p, n) for p, n in zip(parsed, limits, strict=True)]
 
 
 def structure_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
@@ -160,12 +236,20 @@ def care_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     >>> unwrapped = chain.format("Hi").removeprefix("<think>").replace("</think>", " ")
     >>> care_reward([unwrapped, "&lt;think&gt;" + chain.format("Hi")], strategy="Others")
     [0.0, 0.0]
+
+    Losing the format loses everything after it: a perfect chain whose reply goes on with an
+    invented seeker turn, or runs past the word limit, scores 0.
+
+    >>> care_reward([chain.format("Hi.\\nUser: thanks!"), chain.format("so " * 50)],
+    ...             strategy="Others", max_reply_words=[40, 40])
+    [0.0, 0.0]
     """
     parsed = _parse_all(completions)
     gold = _gold(kwargs, len(parsed))
+    limits = _limits(kwargs, len(parsed))
     rewards = []
-    for p, g in zip(parsed, gold, strict=True):
-        fmt, struct, strat = _format(p), _structure(p), _strategy(p, g)
+    for p, g, n in zip(parsed, gold, limits, strict=True):
+        fmt, struct, strat = _format(p, n), _structure(p), _strategy(p, g)
         rewards.append(
             FORMAT_WEIGHT * fmt
             + fmt * (STRUCTURE_WEIGHT * struct + struct * STRATEGY_WEIGHT * strat)

@@ -61,6 +61,13 @@ class DataArguments:
     data_dir: str | None = field(default=None, metadata={"help": "shared data folder"})
     split: str | None = field(default="train", metadata={"help": "corpus split to read"})
     window: int | None = field(default=None, metadata={"help": "history turns kept per example"})
+    seeker_placeholder: str | None = field(
+        default=None,
+        metadata={
+            "help": "seeker turn inserted after a supporter turn (None: the ESConv convention, "
+            "nothing inserted; '...' reproduces checkpoints trained before it)"
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "use only the first N examples"})
     care: bool = field(default=True, metadata={"help": "reasoning target (CARE) or plain reply"})
     system_name: str | None = field(
@@ -128,7 +135,9 @@ def build_examples(args: DataArguments) -> list[dict[str, Any]]:
             target = record["target"] if args.care else record["response"]
             rows.append(
                 {
-                    "prompt": to_messages(history, care=args.care),
+                    "prompt": to_messages(
+                        history, care=args.care, seeker_placeholder=args.seeker_placeholder
+                    ),
                     "completion": [{"role": "assistant", "content": target}],
                 }
             )
@@ -136,13 +145,48 @@ def build_examples(args: DataArguments) -> list[dict[str, Any]]:
         for ex in iter_turn_examples(args):
             rows.append(
                 {
-                    "prompt": to_messages(ex.history, care=False),
+                    "prompt": to_messages(
+                        ex.history, care=False, seeker_placeholder=args.seeker_placeholder
+                    ),
                     "completion": [{"role": "assistant", "content": ex.target.strip()}],
                 }
             )
     if not rows:
         raise ValueError(f"no training examples for dataset={args.dataset!r} ({args})")
     return rows
+
+
+def trained_window(args: DataArguments) -> int | None:
+    """The history window the examples were cut with: ``args.window``, else, for enriched
+    data, the longest history in the file (enrichment cut them; its window is not in the
+    records), else None (the whole history)."""
+    if args.window is not None:
+        return args.window
+    if args.dataset == "care":
+        records = read_enriched(args.train_file, args.limit)
+        return max((len(r["history"]) for r in records), default=0) or None
+    return None
+
+
+def longest_completion_tokens(tokenizer: Any, rows: list[dict[str, Any]]) -> int | None:
+    """The longest completion among ``rows``, in tokens, plus one for the end-of-turn token:
+    the generation budget that lets the model write any target it was trained on."""
+    texts = [m["content"] for row in rows for m in row["completion"]]
+    if not texts:
+        return None
+    return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) + 1
+
+
+def generation_record(
+    window: int | None, max_new_tokens: int | None, budget_from: str, placeholder: str | None
+) -> dict[str, Any]:
+    """The ``generation`` entry of lineage.json (``training.lineage.generation_defaults``)."""
+    return {
+        "window": window,
+        "max_new_tokens": max_new_tokens,
+        "budget_from": budget_from,
+        "seeker_placeholder": placeholder,
+    }
 
 
 def data_fingerprint(args: DataArguments, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,6 +270,7 @@ def train(args: DataArguments, training_args: Any) -> Path:
         "SFT %s: %d examples from dataset=%s", training_args.output_dir, len(rows), args.dataset
     )
     trainer = build_trainer(args, training_args, rows)
+    budget = longest_completion_tokens(trainer.processing_class, rows)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))
@@ -247,6 +292,12 @@ def train(args: DataArguments, training_args: Any) -> Path:
         },
         care=args.care,
         backend={"backend": "vllm", "reasoning": args.care},
+        generation=generation_record(
+            trained_window(args),
+            budget,
+            "the longest training completion, in tokens",
+            args.seeker_placeholder,
+        ),
     )
     if hasattr(trainer, "end"):
         trainer.end()

@@ -176,5 +176,140 @@ def test_teacher_recipe_parses():
     (cfg,) = TrlParser((EnrichConfig,)).parse_args_and_config(
         args=["--config", str(RECIPES / "enrich_teacher.yaml")]
     )
-    assert cfg.mode == "teacher" and cfg.teacher_model == "deepseek-ai/DeepSeek-R1"
-    assert cfg.settings()["base_url"].startswith("https://")
+    # the DeepSeek API's name for R1; its hub id is for a local vLLM server
+    assert cfg.mode == "teacher" and cfg.teacher_model == "deepseek-reasoner"
+    assert cfg.settings()["base_url"] == "https://api.deepseek.com/v1"
+    assert cfg.api_key_env == "DEEPSEEK_API_KEY"
+
+
+# --- Resume: corrupt lines, dropped examples, accumulated stats, changed settings ------------
+
+
+def test_a_corrupt_line_in_the_middle_is_moved_aside_and_the_lines_after_it_kept(
+    tmp_path, examples
+):
+    full, out = tmp_path / "full.jsonl", tmp_path / "out.jsonl"
+    enrich(EnrichConfig(out=str(full)), examples=examples)
+    lines = full.read_bytes().splitlines(keepends=True)
+    # line 6 is garbage, line 11 a JSON object that is not a record; the rest are intact
+    broken = lines[:5] + [b'{"id": "esconv/train/0#9", "tar\n'] + lines[6:10] + [b"[1, 2]\n"]
+    out.write_bytes(b"".join(broken + lines[11:]))
+    stats = enrich(EnrichConfig(out=str(out)), examples=examples)
+    assert stats["corrupt_lines"] == 2
+    assert stats["skipped_done"] == len(examples) - 2 and stats["generated"] == 2
+    records = read(out)
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in read(full))
+    assert sorted(out.read_bytes().splitlines()) == sorted(full.read_bytes().splitlines())
+    moved = read(Path(f"{out}.corrupt"))
+    assert [(m["line"], m["text"]) for m in moved] == [
+        (6, '{"id": "esconv/train/0#9", "tar'),
+        (11, "[1, 2]"),
+    ]
+    assert "not JSON" in moved[0]["reason"] and "not an object" in moved[1]["reason"]
+
+
+class Truncating:
+    """A teacher that always stops at the length limit (finish_reason "length")."""
+
+    def generate(self, requests):
+        return [Generation(chain("Question"), 10, 10, "length", 0.0) for _ in requests]
+
+
+def test_truncated_teacher_outputs_are_rejected_and_dropped_examples_not_retried(
+    tmp_path, examples
+):
+    out = tmp_path / "t.jsonl"
+    cfg = EnrichConfig(mode="teacher", out=str(out), max_retries=1)
+    stats = enrich(cfg, backend=Truncating(), examples=examples[:3])
+    # the chain itself would pass; that it was cut at max_new_tokens rejects it
+    assert stats["rejections"] == {"truncated": 6} and stats["dropped"] == 3
+    dropped = read(Path(f"{out}.dropped.jsonl"))
+    assert [d["id"] for d in dropped] == [
+        f"{ex.dialogue_id}#{ex.turn_index}" for ex in examples[:3]
+    ]
+    assert dropped[0]["reasons"] == {"truncated": 2} and dropped[0]["attempts"] == 2
+    assert dropped[0]["teacher"] == "deepseek-reasoner" and dropped[0]["seed"] == 0
+
+    class Good:
+        calls = 0
+
+        def generate(self, requests):
+            Good.calls += len(requests)
+            return [
+                Generation(chain(ex.strategy), 10, 10, "stop", 0.0)
+                for ex in examples[: len(requests)]
+            ]
+
+    again = enrich(cfg, backend=Good(), examples=examples[:3])
+    assert Good.calls == 0 and again["skipped_dropped"] == 3 and again["generated"] == 0
+    retry = EnrichConfig(mode="teacher", out=str(out), max_retries=1, retry_dropped=True)
+    retried = enrich(retry, backend=Good(), examples=examples[:3])
+    assert Good.calls == 3 and retried["generated"] == 3
+    totals = json.loads(Path(f"{out}.stats.json").read_text())
+    assert (totals["generated"], totals["dropped"], totals["dropped_pending"]) == (3, 3, 0)
+    assert totals["rejections"] == {"truncated": 6} and len(totals["runs"]) == 3
+
+
+def test_stats_accumulate_across_runs(tmp_path, examples):
+    out = tmp_path / "care.jsonl"
+    enrich(EnrichConfig(out=str(out), limit=10), examples=examples[:10])
+    enrich(EnrichConfig(out=str(out)), examples=examples)
+    stats = json.loads(Path(f"{out}.stats.json").read_text())
+    assert stats["generated"] == len(examples) == stats["records"]
+    assert [r["generated"] for r in stats["runs"]] == [10, len(examples) - 10]
+    assert [r["skipped_done"] for r in stats["runs"]] == [0, 10]
+    assert stats["runs"][0]["config"]["limit"] == 10
+
+
+def test_a_stats_file_from_before_runs_counts_as_one_run(tmp_path, examples):
+    out = tmp_path / "care.jsonl"
+    old = {"out": str(out), "mode": "offline", "generated": 7, "retried": 0, "dropped": 1,
+           "skipped_done": 0, "rejections": {"wrong_strategy": 2}, "config": {}}  # fmt: skip
+    Path(f"{out}.stats.json").write_text(json.dumps(old))
+    enrich(EnrichConfig(out=str(out)), examples=examples[:4])
+    stats = json.loads(Path(f"{out}.stats.json").read_text())
+    assert (stats["generated"], stats["dropped"]) == (11, 1)
+    assert stats["rejections"] == {"wrong_strategy": 2} and len(stats["runs"]) == 2
+
+
+def test_a_resume_with_another_seed_template_or_teacher_stops_unless_forced(tmp_path, examples):
+    from training.enrich import ResumeError
+
+    out = tmp_path / "care.jsonl"
+    enrich(EnrichConfig(out=str(out), seed=0), examples=examples[:5])
+    with pytest.raises(ResumeError, match=r"seed=1.*5 record\(s\) with teacher='offline'.*seed=0"):
+        enrich(EnrichConfig(out=str(out), seed=1), examples=examples)
+    assert len(read(out)) == 5  # nothing written
+    teacher = EnrichConfig(mode="teacher", out=str(out), teacher_model="deepseek-reasoner")
+    with pytest.raises(ResumeError, match=r"teacher='deepseek-reasoner', template='care_chain_v1'"):
+        enrich(teacher, backend=Truncating(), examples=examples)
+    forced = enrich(EnrichConfig(out=str(out), seed=1, force=True), examples=examples)
+    assert forced["generated"] == len(examples) - 5
+    assert {r["provenance"]["seed"] for r in read(out)} == {0, 1}
+
+
+def test_teacher_model_must_suit_the_endpoint_and_the_key_comes_from_the_environment(
+    monkeypatch,
+):
+    from training.enrich import check_teacher_endpoint
+
+    api = '{"base_url": "https://api.deepseek.com/v1"}'
+    with pytest.raises(ValueError, match="deepseek-reasoner"):
+        EnrichConfig(mode="teacher", teacher_model="deepseek-ai/DeepSeek-R1", backend_settings=api)
+    check_teacher_endpoint("deepseek-ai/DeepSeek-R1", "http://127.0.0.1:8000/v1")  # local vLLM
+    cfg = EnrichConfig(mode="teacher", backend_settings=api, api_key_env="TEST_TEACHER_KEY")
+    monkeypatch.delenv("TEST_TEACHER_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"api_key_env: \$TEST_TEACHER_KEY is not set"):
+        cfg.backend_options()
+    monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test")
+    assert cfg.backend_options()["api_key"] == "sk-test"
+
+
+def test_resume_flags_parse_from_the_command_line():
+    from trl import TrlParser
+
+    (cfg,) = TrlParser((EnrichConfig,)).parse_args_and_config(
+        args=["--config", str(RECIPES / "enrich_offline.yaml"), "--force", "--retry_dropped",
+              "true"]
+    )  # fmt: skip
+    assert cfg.force is True and cfg.retry_dropped is True

@@ -115,3 +115,27 @@ def test_register_with_site_registers_through_the_management_command(tmp_path, m
         register_with_site(folder)
     with pytest.raises(LineageError, match="no checkpoint folder"):
         register_with_site(tmp_path / "missing")
+
+
+def test_generation_defaults_read_what_training_recorded(tmp_path):
+    from training.lineage import checkpoint_generation_defaults
+
+    gen = {"window": 8, "max_new_tokens": 1024, "budget_from": "max_completion_length",
+           "seeker_placeholder": None}  # fmt: skip
+    write_lineage(tmp_path / "new", system="CARE-SFT-RL", generation=gen)
+    got = checkpoint_generation_defaults(tmp_path / "new")
+    assert (got.window, got.max_new_tokens, got.seeker_placeholder, got.source) == (
+        8, 1024, None, "lineage",
+    )  # fmt: skip
+    # written before the "generation" key: the config's window, and the "..." turn of that time
+    write_lineage(tmp_path / "old", system="CARE-SFT",
+                  config={"DataArguments": {"window": 2}, "SFTConfig": {}})  # fmt: skip
+    old = checkpoint_generation_defaults(tmp_path / "old")
+    assert (old.window, old.max_new_tokens, old.seeker_placeholder, old.source) == (
+        2, None, "...", "legacy",
+    )  # fmt: skip
+    assert checkpoint_generation_defaults(tmp_path / "hub-model").source == "none"
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "lineage.json").write_text("{not json")
+    with pytest.raises(LineageError, match="broken/lineage.json: unreadable"):
+        checkpoint_generation_defaults(tmp_path / "broken")

