@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from pairwise.services import audit
 from pairwise.services.export import FORMATS, export_study
 from pairwise.services.studies import StudyError, find_study
 
@@ -12,6 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=FORMATS, default="csv")
         parser.add_argument("--out", required=True, help="output folder")
 
+    @audit.as_command("export_study")
     def handle(self, *args, **opts):
         try:
             study = find_study(opts["study"])

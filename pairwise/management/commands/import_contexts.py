@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from pairwise.services import audit
 from pairwise.services.contexts import import_contexts
 from training.datasets import DatasetError
 
@@ -18,6 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--data-dir", default=None, help="default: EVALSITE_DATA_DIR")
         parser.add_argument("--skip-invalid", action="store_true")
 
+    @audit.as_command("import_contexts")
     def handle(self, *args, **opts):
         if opts["n"] < 1:
             raise CommandError("--n must be at least 1")

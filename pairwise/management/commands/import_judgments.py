@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from pairwise.services import audit
 from pairwise.services.export import import_judgments
 from pairwise.services.longformat import LongFormatError
 
@@ -18,6 +19,7 @@ class Command(BaseCommand):
             help="the file is PandaLM's testset-v1.json; convert it to the long format first",
         )
 
+    @audit.as_command("import_judgments")
     def handle(self, *args, **opts):
         path = opts["file"]
         try:
@@ -30,7 +32,7 @@ class Command(BaseCommand):
                 with tempfile.TemporaryDirectory() as tmp:
                     converted = Path(tmp) / "pandalm.csv"
                     pandalm_to_long(path).to_csv(converted, index=False)
-                    counts = import_judgments(converted)
+                    counts = import_judgments(converted, source=path)
             else:
                 counts = import_judgments(path)
         except LongFormatError as exc:

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from pairwise.services import audit
 from pairwise.services.checkpoints import resolve_checkpoint
 from pairwise.services.responses import ResponseImportError, import_responses
 from pairwise.services.studies import StudyError, find_study
@@ -20,6 +21,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--study", help="use this study's sampling key (default: default)")
 
+    @audit.as_command("import_responses")
     def handle(self, *args, **opts):
         try:
             checkpoint = resolve_checkpoint(opts["checkpoint"])

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from pairwise.services import audit
 from pairwise.services.checkpoints import CheckpointError, register_checkpoint
 
 
@@ -12,6 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--backend", choices=["vllm", "hf", "http", "fake"])
         parser.add_argument("--as-version", dest="as_version", type=int, help="default: next")
 
+    @audit.as_command("register_checkpoint")
     def handle(self, *args, **opts):
         try:
             checkpoint = register_checkpoint(

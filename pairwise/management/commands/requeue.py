@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from pairwise.models import Checkpoint
-from pairwise.services import studies
+from pairwise.services import audit, studies
 from pairwise.services.studies import StudyError, find_study
 
 
@@ -14,6 +14,7 @@ class Command(BaseCommand):
         group.add_argument("--checkpoint", type=int, help="checkpoint id")
         group.add_argument("--latest", metavar="SYSTEM", help="the latest checkpoint of SYSTEM")
 
+    @audit.as_command("requeue")
     def handle(self, *args, **opts):
         try:
             study = find_study(opts["study"])
