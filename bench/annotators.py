@@ -254,6 +254,10 @@ def populate(
     get_user_model().groups.through.objects.bulk_create(
         [get_user_model().groups.through(user_id=u.pk, group_id=group.pk) for u in users]
     )
+    # per-study access: an annotator reaches only the studies it is a member of
+    m.StudyMember.objects.bulk_create(
+        [m.StudyMember(study=study, user=u, role=m.StudyMember.Role.ANNOTATOR) for u in users]
+    )
     tokens = Token.objects.bulk_create([Token(key=Token.generate_key(), user=u) for u in users])
     done = rng.sample(items, min(len(items), history * n_annotators // k)) if history else []
     judgments = [
@@ -323,6 +327,8 @@ def start_server(opts, database_url: str, var_dir: Path, port: int) -> subproces
         "SECRET_KEY": secrets.token_urlsafe(48),
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "0",
+        # counted as deployed, never reached: a closed loop (--think 0) is far above 600/minute
+        "API_THROTTLE_USER": "1000000/minute",
         "LOG_LEVEL": "INFO",  # as deployed: one log line per lease and judgment
         # keep each thread's connection for the whole run: the per-backend CPU count below
         # only sees live backends (the default, 60 s, recycles them mid-run)

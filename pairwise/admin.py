@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from auditlog.admin import LogEntryAdmin
+from auditlog.models import LogEntry as AuditLogEntry
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
 from django.http import FileResponse
 from django.utils.html import format_html, format_html_join
+from rest_framework.authtoken.admin import TokenAdmin as DRFTokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from pairwise import models as m
-from pairwise.services import export, generation, identity, studies
+from pairwise import roles
+from pairwise.services import accounts, export, generation, identity, studies
 
 
 @admin.register(m.System)
@@ -62,6 +69,22 @@ class ComparisonInline(admin.TabularInline):
     raw_id_fields = ("checkpoint_a", "checkpoint_b")
 
 
+class StudyMemberInline(admin.TabularInline):
+    """Who reaches the study (services/access.py); an admin can hand a study to a new owner."""
+
+    model = m.StudyMember
+    fk_name = "study"
+    extra = 0
+    raw_id_fields = ("user", "added_by", "invite")
+
+
+class StudyInviteInline(admin.TabularInline):
+    model = m.StudyInvite
+    extra = 0
+    fields = ("token", "completion_code", "uses", "expires_at", "revoked_at", "created_by")
+    readonly_fields = ("token", "uses", "created_by")
+
+
 class StudyForm(forms.ModelForm):
     class Meta:
         model = m.Study
@@ -81,7 +104,7 @@ class StudyAdmin(admin.ModelAdmin):
     list_display = ("name", "status", "overlap_k", "progress", "created_at")
     list_filter = ("status",)
     search_fields = ("name",)
-    inlines = [ComparisonInline]
+    inlines = [ComparisonInline, StudyMemberInline, StudyInviteInline]
     filter_horizontal = ("contexts",)
     actions = ["open_selected", "close_selected", "export_csv", "export_json", "export_parquet"]
 
@@ -119,7 +142,7 @@ class StudyAdmin(admin.ModelAdmin):
     def open_selected(self, request, queryset):
         for study in queryset:
             try:
-                result = studies.open_study(study)
+                result = studies.open_study(study, actor=request.user)
                 self.message_user(request, f"{study}: {result}")
             except studies.StudyError as exc:
                 self.message_user(request, f"{study}: {exc}", messages.ERROR)
@@ -127,7 +150,7 @@ class StudyAdmin(admin.ModelAdmin):
     @admin.action(description="Close")
     def close_selected(self, request, queryset):
         for study in queryset:
-            studies.close_study(study)
+            studies.close_study(study, actor=request.user)
 
     def _export(self, request, queryset, fmt):
         if queryset.count() != 1:
@@ -135,7 +158,7 @@ class StudyAdmin(admin.ModelAdmin):
             return None
         study = queryset.get()
         return FileResponse(
-            export.export_zip(study, fmt),
+            export.export_zip(study, fmt, actor=request.user),
             as_attachment=True,
             filename=f"study-{study.pk}-{fmt}.zip",
         )
@@ -207,7 +230,7 @@ class GenerationBatchAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry failed batches")
     def retry_failed(self, request, queryset):
-        ids = generation.retry_batches(queryset.values_list("pk", flat=True))
+        ids = generation.retry_batches(queryset.values_list("pk", flat=True), actor=request.user)
         self.message_user(request, f"Re-queued {len(ids)} failed batches.")
 
 
@@ -270,3 +293,76 @@ class JudgmentAdmin(admin.ModelAdmin):
 @admin.register(m.TaskProbe)
 class TaskProbeAdmin(admin.ModelAdmin):
     list_display = ("marker", "created_at")
+
+
+# --- Audit log (pairwise/services/audit.py) ----------------------------------------------------
+
+admin.site.unregister(AuditLogEntry)
+
+
+@admin.register(AuditLogEntry)
+class AuditLogEntryAdmin(LogEntryAdmin):
+    """Who did what, and when: read-only, and for admins only (not researchers or annotators,
+    whatever model permissions a staff account was given)."""
+
+    list_display = ["created", "resource_url", "what", "user_url", "remote_addr"]
+    fieldsets = [
+        (None, {"fields": ["created", "user_url", "resource_url", "remote_addr", "cid"]}),
+        ("What", {"fields": ["what", "action", "msg"]}),
+    ]
+    readonly_fields = [*LogEntryAdmin.readonly_fields, "what"]
+
+    @admin.display(description="what")
+    def what(self, obj):
+        data = dict(obj.additional_data or {})
+        verb = data.pop("action", None) or obj.get_action_display()
+        details = ", ".join(f"{k}={v}" for k, v in data.items())
+        return f"{verb} ({details})" if details else verb
+
+    def has_module_permission(self, request):
+        return roles.is_admin(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return roles.is_admin(request.user)
+
+
+# --- Accounts: login lockouts, API tokens, one-time passwords (pairwise/services/accounts.py) ---
+
+User = get_user_model()
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    """Django's user admin, with actions to unlock a login locked out after failed attempts
+    (axes' own "Access attempts" list shows them) and to revoke API tokens."""
+
+    actions = ["unlock_login", "revoke_api_token"]
+
+    @admin.action(description="Unlock login (forget failed logins)")
+    def unlock_login(self, request, queryset):
+        names = list(queryset.values_list("username", flat=True))
+        removed = accounts.unlock_logins(names)
+        self.message_user(
+            request, f"Unlocked {', '.join(names)} ({removed} failed-login records removed)."
+        )
+
+    @admin.action(description="Revoke API token")
+    def revoke_api_token(self, request, queryset):
+        revoked = accounts.revoke_api_tokens(queryset)
+        self.message_user(request, f"Revoked {revoked} API token{'s' if revoked != 1 else ''}.")
+
+
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class TokenAdmin(DRFTokenAdmin):
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        revoked = accounts.revoke_api_tokens(User.objects.filter(auth_token__in=queryset))
+        self.message_user(request, f"Revoked {revoked} API token{'s' if revoked != 1 else ''}.")

@@ -11,4 +11,12 @@ urlpatterns = [
     path("studies/<id:study_id>/requeue/", views.study_requeue, name="study-requeue"),
     path("studies/<id:study_id>/results/", views.study_results, name="study-results"),
     path("studies/<id:study_id>/export/<str:fmt>/", views.study_export, name="study-export"),
+    path("studies/<id:study_id>/members/", views.study_members, name="study-members"),
+    path("studies/<id:study_id>/invites/", views.study_invites, name="study-invites"),
+    path(
+        "studies/<id:study_id>/invites/<id:invite_id>/revoke/",
+        views.invite_revoke,
+        name="invite-revoke",
+    ),
+    path("join/<str:token>/", views.join, name="join"),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import markdown
 import nh3
 from django.contrib import messages
+from django.contrib.auth import login
 from django.core.exceptions import PermissionDenied
 from django.http import (
     FileResponse,
@@ -19,18 +20,28 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from pairwise import roles
-from pairwise.models import Study
-from pairwise.services import allocation, health
+from pairwise.models import Study, StudyInvite
+from pairwise.services import access, allocation, health
 from pairwise.services.blind import blind_item
 
 
+@never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    report = health.health()
-    return JsonResponse(report, status=200 if report["ok"] else 503)
+    """200 or 503 from a report at most a few seconds old (no broker round trip). Anonymous
+    callers get `{"ok": ...}` only; staff and admins get the details (worker host names)."""
+    report = health.cached_health()
+    staff = request.user.is_staff or roles.is_admin(request.user)  # False for anonymous
+    body = report if staff else {"ok": report["ok"]}
+    response = JsonResponse(body, status=200 if report["ok"] else 503)
+    response["Content-Length"] = len(response.content)  # probes skip CommonMiddleware
+    # a 503 here is an answer, not a server error: no ERROR line per probe while a worker is down
+    response._has_been_logged = True
+    return response
 
 
 def render_markdown(text: str) -> str:
@@ -38,28 +49,41 @@ def render_markdown(text: str) -> str:
     return nh3.clean(markdown.markdown(text or "", extensions=["extra", "sane_lists"]))
 
 
+# A role that cannot use a kind of page at all gets 403 (for any id: that says nothing about a
+# study); a study the caller may not reach is a 404, as if it did not exist (services/access.py).
+
+
 def _require_annotator(request: HttpRequest) -> None:
-    if not (roles.is_annotator(request.user) or roles.is_admin(request.user)):
+    if not access.may_judge(request.user):
         raise PermissionDenied("Only annotators can judge items.")
 
 
 def _require_researcher(request: HttpRequest) -> None:
-    if not roles.is_researcher(request.user):
+    if not access.may_research(request.user):
         raise PermissionDenied("Only researchers and admins can see studies and results.")
+
+
+def _study_to_annotate(request: HttpRequest, study_id: int, **filters) -> Study:
+    _require_annotator(request)
+    return get_object_or_404(access.annotated_studies(request.user), pk=study_id, **filters)
+
+
+def _managed_study(request: HttpRequest, study_id: int) -> Study:
+    _require_researcher(request)
+    return get_object_or_404(access.managed_studies(request.user), pk=study_id)
 
 
 def home(request: HttpRequest) -> HttpResponse:
     if roles.is_researcher(request.user):
         return redirect("study-list")
     _require_annotator(request)
-    studies = Study.objects.filter(status=Study.Status.OPEN).order_by("pk")
-    rows = [(s, allocation.progress(s, request.user)) for s in studies]
+    studies = access.annotated_studies(request.user).filter(status=Study.Status.OPEN)
+    rows = [(s, allocation.progress(s, request.user)) for s in studies.order_by("pk")]
     return render(request, "pairwise/home.html", {"rows": rows})
 
 
 def guidelines(request: HttpRequest, study_id: int) -> HttpResponse:
-    _require_annotator(request)
-    study = get_object_or_404(Study, pk=study_id, status=Study.Status.OPEN)
+    study = _study_to_annotate(request, study_id, status=Study.Status.OPEN)
     return render(
         request,
         "pairwise/guidelines.html",
@@ -70,15 +94,25 @@ def guidelines(request: HttpRequest, study_id: int) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def annotate(request: HttpRequest, study_id: int) -> HttpResponse:
-    _require_annotator(request)
-    study = get_object_or_404(Study, pk=study_id)
+    study = _study_to_annotate(request, study_id)
     if study.status != Study.Status.OPEN:
         return render(request, "pairwise/closed.html", {"study": study}, status=409)
     if request.method == "POST":
         return _submit(request, study)
     item, progress = allocation.assign(study, request.user)
     if item is None:
-        return render(request, "pairwise/done.html", {"study": study, "progress": progress})
+        # crowd platforms (Prolific) ask their participants for it at the end; not for no work
+        code = access.completion_code(request.user, study)
+        return render(
+            request,
+            "pairwise/done.html",
+            {
+                "study": study,
+                "progress": progress,
+                "completion_code": code if progress.done else None,
+                "nothing_to_do": bool(code) and not progress.done,
+            },
+        )
     return render(
         request,
         "pairwise/annotate.html",
@@ -122,17 +156,31 @@ def _submit(request: HttpRequest, study: Study) -> HttpResponse:
 
 def study_list(request: HttpRequest) -> HttpResponse:
     _require_researcher(request)
-    return render(request, "pairwise/study_list.html", {"studies": Study.objects.all()})
+    studies = access.managed_studies(request.user)
+    return render(request, "pairwise/study_list.html", {"studies": studies})
 
 
 def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
-    _require_researcher(request)
+    return _detail_page(request, _managed_study(request, study_id))
+
+
+def _detail_page(
+    request: HttpRequest, study: Study, *, errors: dict | None = None, status: int = 200
+) -> HttpResponse:
+    """The study page; `errors` ({form: message}) re-renders it after a bad form (400)."""
     from pairwise.models import Checkpoint
     from pairwise.services import exposure, generation, identity, scoring, studies
     from training.metrics import METRIC_KEYS
 
-    study = get_object_or_404(Study, pk=study_id)
     flagged = identity.flagged_responses(study)  # listed, and counted in the overview
+    invites = [
+        {
+            "invite": invite,
+            "state": access.invite_state(invite),
+            "url": request.build_absolute_uri(reverse("join", args=[invite.token])),
+        }
+        for invite in study.invites.select_related("study", "created_by")
+    ]
     return render(
         request,
         "pairwise/study_detail.html",
@@ -145,20 +193,76 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
             "metric_keys": METRIC_KEYS,
             "metrics": scoring.study_metrics(study),
             "checkpoints": Checkpoint.objects.select_related("system").filter(system__kind="model"),
+            "members": access.members(study),
+            "member_roles": access.ASSIGNABLE_ROLES,
+            "invites": invites,
+            "may_remove_owner": roles.is_admin(request.user),
+            "errors": errors or {},
         },
+        status=status,
     )
 
 
 @require_POST
+def study_members(request: HttpRequest, study_id: int) -> HttpResponse:
+    """Add (`action=add`, `usernames`, `role`) or remove (`action=remove`, `usernames`)
+    members; usernames separated by spaces or commas."""
+    study = _managed_study(request, study_id)
+    action = request.POST.get("action", "")
+    names = request.POST.get("usernames", "").replace(",", " ").split()
+    try:
+        if action == "add":
+            role = request.POST.get("role", access.Role.ANNOTATOR)
+            access.add_members(study, names, role, by=request.user)
+            messages.success(request, f"Added {', '.join(names)} as {role}.")
+        elif action == "remove":
+            access.remove_members(study, names, by=request.user)
+            messages.success(request, f"Removed {', '.join(names)}.")
+        else:
+            raise access.AccessError(f"action: expected 'add' or 'remove', got {action[:20]!r}")
+    except access.AccessError as exc:
+        return _detail_page(request, study, errors={"members": str(exc)}, status=400)
+    return redirect(reverse("study-detail", args=[study.pk]) + "#members")
+
+
+@require_POST
+def study_invites(request: HttpRequest, study_id: int) -> HttpResponse:
+    """Create an invite link (`completion_code` and `expires_in_days` optional)."""
+    study = _managed_study(request, study_id)
+    days = request.POST.get("expires_in_days", "").strip()
+    try:
+        if days and not days.isdigit():
+            raise access.AccessError(f"expires_in_days: expected a whole number, got {days[:20]!r}")
+        access.create_invite(
+            study,
+            request.user,
+            completion_code=request.POST.get("completion_code", ""),
+            expires_in_days=int(days) if days else None,
+        )
+    except access.AccessError as exc:
+        return _detail_page(request, study, errors={"invites": str(exc)}, status=400)
+    messages.success(request, "Invite link created. Share it; revoke it here when you are done.")
+    return redirect(reverse("study-detail", args=[study.pk]) + "#invites")
+
+
+@require_POST
+def invite_revoke(request: HttpRequest, study_id: int, invite_id: int) -> HttpResponse:
+    study = _managed_study(request, study_id)
+    invite = get_object_or_404(StudyInvite, pk=invite_id, study=study)
+    access.revoke_invite(invite, request.user)
+    messages.success(request, "Invite link revoked: following it now says so.")
+    return redirect(reverse("study-detail", args=[study.pk]) + "#invites")
+
+
+@require_POST
 def study_requeue(request: HttpRequest, study_id: int) -> HttpResponse:
-    _require_researcher(request)
     from pairwise.services import studies
     from pairwise.services.checkpoints import resolve_checkpoint
 
-    study = get_object_or_404(Study, pk=study_id)
+    study = _managed_study(request, study_id)
     try:
         checkpoint = resolve_checkpoint(request.POST.get("checkpoint", ""))
-        result = studies.requeue(study, checkpoint)
+        result = studies.requeue(study, checkpoint, actor=request.user)
     except ValueError as exc:  # StudyError too: a bad form value, named
         text = str(exc) if str(exc).startswith("checkpoint") else f"checkpoint: {exc}"
         return HttpResponseBadRequest(text, content_type="text/plain; charset=utf-8")
@@ -171,10 +275,9 @@ def study_requeue(request: HttpRequest, study_id: int) -> HttpResponse:
 
 
 def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
-    _require_researcher(request)
     from pairwise.services import dashboard
 
-    study = get_object_or_404(Study, pk=study_id)
+    study = _managed_study(request, study_id)
     checkpoint = request.GET.get("checkpoint") or None
     try:
         context = dashboard.results_context(study, checkpoint=checkpoint)
@@ -184,14 +287,95 @@ def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
 
 
 def study_export(request: HttpRequest, study_id: int, fmt: str) -> FileResponse:
-    _require_researcher(request)
     from pairwise.services import export
 
-    study = get_object_or_404(Study, pk=study_id)
+    study = _managed_study(request, study_id)
     if fmt not in export.FORMATS:
         raise Http404(f"unknown export format {fmt!r}")
     return FileResponse(
-        export.export_zip(study, fmt),
+        export.export_zip(study, fmt, actor=request.user),
         as_attachment=True,
         filename=f"study-{study.pk}-{fmt}.zip",
     )
+
+
+# --- Invite links ------------------------------------------------------------------------------
+
+
+def _join_page(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    return render(request, "pairwise/join.html", context, status=status)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def join(request: HttpRequest, token: str) -> HttpResponse:
+    """An invite link. GET shows the invitation (and changes nothing: link previews and mail
+    scanners fetch links too); POST enrols the visitor as an annotator of the study, creating
+    an account for a visitor who has none (crowd platforms send people without accounts), and
+    takes them to the guidelines. `?PROLIFIC_PID=` or `?participant=` is kept on the profile
+    and exported with their judgments."""
+    try:
+        invite = access.find_invite(token)
+    except access.InviteNotFound:
+        return _join_page(request, {"state": "unknown"}, status=404)
+    except access.InviteGone as exc:
+        return _join_page(request, {"state": exc.state, "study": exc.invite.study}, status=410)
+    study, user = invite.study, request.user
+    params = request.POST if request.method == "POST" else request.GET
+    try:
+        participant = access.participant_from(params)
+    except access.AccessError as exc:
+        return _join_page(request, {"state": "bad", "study": study, "error": str(exc)}, status=400)
+    context = {"state": "active", "study": study, "participant": participant, "token": token}
+    if user.is_authenticated and not roles.is_annotator(user):
+        return _join_page(request, {**context, "state": "wrong-role"}, status=403)
+    if request.method == "GET":
+        if user.is_authenticated and access.may_annotate(user, study):
+            return _after_join(study)
+        return _join_page(request, context)
+    if not user.is_authenticated and not _may_create_account(request):
+        context = {**context, "state": "throttled", "wait": request.throttle_wait}
+        response = _join_page(request, context, status=429)
+        response["Retry-After"] = str(request.throttle_wait)
+        return response
+    try:
+        enrolment = access.accept_invite(token, user, participant)
+    except access.InviteNotFound:  # deleted between the two requests
+        return _join_page(request, {"state": "unknown"}, status=404)
+    except access.InviteGone as exc:  # revoked between the two requests
+        return _join_page(request, {"state": exc.state, "study": study}, status=410)
+    if enrolment.new_account or not user.is_authenticated:
+        login(request, enrolment.user, backend=_password_backend())
+    return _after_join(study)
+
+
+def _may_create_account(request: HttpRequest) -> bool:
+    """A link may be posted publicly: new accounts from one address are held to the rate of
+    requests without credentials (API_THROTTLE_ANON), so nobody fills the database with them."""
+    from pairwise.api.throttling import AnonThrottle
+
+    throttle = AnonThrottle()
+    if throttle.allow_request(request, None):
+        return True
+    request.throttle_wait = int(throttle.wait())
+    return False
+
+
+def _password_backend() -> str:
+    """The configured backend that keeps sessions of ordinary accounts (a ModelBackend): an
+    account made by an invite link has no password, so nothing authenticated it."""
+    from django.conf import settings
+    from django.contrib.auth import load_backend
+    from django.contrib.auth.backends import ModelBackend
+
+    return next(
+        path
+        for path in settings.AUTHENTICATION_BACKENDS
+        if isinstance(load_backend(path), ModelBackend)
+    )
+
+
+def _after_join(study: Study) -> HttpResponse:
+    if study.status == Study.Status.OPEN:
+        return redirect("guidelines", study_id=study.pk)
+    return redirect("annotate", study_id=study.pk)  # says the study is not open yet

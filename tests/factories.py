@@ -35,12 +35,28 @@ class UserFactory(factory.django.DjangoModelFactory):
             self.groups.add(group)
 
 
-def annotator(**kw):
-    return UserFactory(role="annotator", **kw)
+def annotator(*studies, **kw):
+    """An account in the annotator role, member (annotator) of `studies`."""
+    user = UserFactory(role="annotator", **kw)
+    for study in studies:
+        join(study, user)
+    return user
 
 
-def researcher(**kw):
-    return UserFactory(role="researcher", **kw)
+def researcher(*studies, **kw):
+    """An account in the researcher role, member (researcher) of `studies`."""
+    user = UserFactory(role="researcher", **kw)
+    for study in studies:
+        join(study, user, role=m.StudyMember.Role.RESEARCHER)
+    return user
+
+
+def join(study, *users, role=m.StudyMember.Role.ANNOTATOR):
+    """Make `users` members of `study` (annotators by default): per-study access lets an
+    account reach only the studies it belongs to. Returns the users."""
+    for user in users:
+        m.StudyMember.objects.update_or_create(study=study, user=user, defaults={"role": role})
+    return users
 
 
 class SystemFactory(factory.django.DjangoModelFactory):

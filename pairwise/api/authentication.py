@@ -2,52 +2,117 @@
 
 DRF's TokenAuthentication reads the token and its user, and the permission check then asks
 for the user's groups: two queries on every API request, whose ORM building cost more CPU
-than the database spends on them. Same behaviour and messages as DRF's.
+than the database spends on them. Same behaviour and messages as DRF's, and also:
+
+- a token older than `API_TOKEN_DAYS` (0: never) is refused (401), read in the same query;
+- an account that must still replace its one-time password is refused (403) until it has,
+  on the password page (`accounts.must_change_password`, read in the same query);
+- a token that matches none is a failed login of the client's address (django-axes, as the
+  login form's): after `LOGIN_FAILURE_LIMIT` of them within `LOGIN_LOCKOUT_MINUTES` the
+  address gets 429 with Retry-After. A valid token is never held back by its address's
+  lockout (its holder is not guessing), so the hot path asks axes nothing.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cache
 
+from axes.handlers.proxy import AxesProxyHandler
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.signals import user_login_failed
 from django.db import connection
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from pairwise import roles
+from pairwise import auth, roles
+from pairwise.models import Profile
 from pairwise.services import rows
+
+
+class KnownTokenRefused(exceptions.AuthenticationFailed):
+    """A real token that may not be used (inactive user, expired): not a guess."""
 
 
 @cache
 def _sql() -> str:
+    # One statement: the token's user, one flag per role, whether the token is past its age
+    # limit, and whether the account must change its password. Written out because the ORM
+    # needs three queries (token with user, groups, profile) and spends more CPU building them
+    # than the database spends answering (docs/architecture.md, the hot path).
     q = connection.ops.quote_name
     user_model = get_user_model()
     users, tokens = q(user_model._meta.db_table), q(Token._meta.db_table)
-    groups = q(Group._meta.db_table)
+    groups, profiles = q(Group._meta.db_table), q(Profile._meta.db_table)
     links = q(user_model.groups.through._meta.db_table)
     has_role = ", ".join(
         f"EXISTS (SELECT 1 FROM {links} ug JOIN {groups} g ON g.id = ug.group_id "
-        f"WHERE ug.user_id = u.id AND g.name = %s) AS {q('has_role_' + name)}"
+        f"WHERE ug.user_id = u.id AND g.name = %(role_{name})s) AS {q('has_role_' + name)}"
         for name in roles.ROLES
     )
     return (
-        f"SELECT {rows.columns(user_model, 'u')}, {has_role} FROM {tokens} t "
-        f"JOIN {users} u ON u.id = t.user_id "
-        "WHERE t.key = %s"
+        f"SELECT {rows.columns(user_model, 'u')}, {has_role}, "
+        "t.created < %(issued_before)s AS expired, "
+        "COALESCE(p.must_change_password, FALSE) AS must_change_password "
+        f"FROM {tokens} t JOIN {users} u ON u.id = t.user_id "
+        f"LEFT JOIN {profiles} p ON p.user_id = u.id "
+        "WHERE t.key = %(key)s"
     )
 
 
+def _issued_before():
+    """Tokens created before this are expired (None: tokens never expire)."""
+    if not settings.API_TOKEN_DAYS:
+        return None
+    cutoff = timezone.now() - timedelta(days=settings.API_TOKEN_DAYS)
+    return connection.ops.adapt_datetimefield_value(cutoff)
+
+
 class TokenWithRolesAuthentication(TokenAuthentication):
+    def authenticate(self, request):
+        try:
+            return super().authenticate(request)
+        except KnownTokenRefused:
+            raise
+        except exceptions.AuthenticationFailed:
+            _failed_login(request._request)
+            raise
+
     def authenticate_credentials(self, key):
-        found = rows.fetch(_sql(), [*roles.ROLES, key])
+        params = {f"role_{name}": name for name in roles.ROLES}
+        found = rows.fetch(_sql(), {**params, "key": key, "issued_before": _issued_before()})
         if not found:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        user = rows.instance(get_user_model(), found[0])
+        row = found[0]
+        user = rows.instance(get_user_model(), row)
         if not user.is_active:
-            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        has_role = found[0][-len(roles.ROLES) :]
+            raise KnownTokenRefused(_("User inactive or deleted."))
+        *has_role, expired, must_change = row[-len(roles.ROLES) - 2 :]
+        if expired:
+            raise KnownTokenRefused(
+                f"Token expired: tokens are valid for {settings.API_TOKEN_DAYS} days "
+                "(API_TOKEN_DAYS). Ask an admin for a new one."
+            )
+        if must_change:
+            raise exceptions.PermissionDenied(
+                f"Set your own password first, at {auth.PASSWORD_PAGE}; "
+                "the API answers once you have."
+            )
         roles.remember_roles(user, [r for r, yes in zip(roles.ROLES, has_role, strict=True) if yes])
         return (user, Token(key=key, user=user))
+
+
+def _failed_login(request) -> None:
+    """A token that matches none: refuse it with 429 while the address is locked out, else
+    record a failed login of the address (which may lock it: axes' middleware then answers
+    with `auth.lockout_response`)."""
+    credentials = {"username": None}  # no account: counted per address (auth.lockout_parameters)
+    if AxesProxyHandler.is_locked(request, credentials):
+        seconds = auth.lockout_seconds(request, credentials)
+        raise exceptions.Throttled(seconds, auth.lockout_message(seconds, who="this address"))
+    user_login_failed.send(sender=__name__, credentials=credentials, request=request)

@@ -167,9 +167,36 @@ class RequeueSerializer(serializers.Serializer):
         return attrs
 
 
+class OpenResultSerializer(serializers.Serializer):
+    batches = serializers.IntegerField(help_text="Generation batches queued")
+    items = serializers.IntegerField(help_text="Blind items built now")
+    gold_items = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Study.Status.choices)
+
+
+class StatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Study.Status.choices)
+
+
+class RequeueResultSerializer(serializers.Serializer):
+    comparisons_added = serializers.IntegerField()
+    batches = serializers.IntegerField(help_text="Generation batches queued")
+    items = serializers.IntegerField(help_text="Blind items built now")
+    checkpoint = serializers.CharField(help_text='"System vN"')
+
+
+class RetryResultSerializer(serializers.Serializer):
+    retried = serializers.ListField(child=serializers.IntegerField(), help_text="Batch ids")
+
+
+class LeaseExpiredSerializer(serializers.Serializer):
+    item = serializers.ListField(child=serializers.CharField())
+    code = serializers.ChoiceField(choices=["lease_expired"])
+
+
 class CheckpointSerializer(serializers.ModelSerializer):
     system = serializers.CharField(source="system.name")
-    parent = serializers.CharField(source="parent.label", default=None)
+    parent = serializers.CharField(source="parent.label", default=None, allow_null=True)
 
     class Meta:
         model = Checkpoint
@@ -193,3 +220,54 @@ class RegisterCheckpointSerializer(serializers.Serializer):
     system = serializers.CharField()
     backend = serializers.CharField(required=False, allow_blank=True)
     version = serializers.IntegerField(required=False, min_value=1)
+
+
+class MemberSerializer(serializers.Serializer):
+    username = serializers.CharField(source="user.username")
+    role = serializers.ChoiceField(choices=["owner", "researcher", "annotator"])
+    invite = serializers.IntegerField(
+        source="invite_id", allow_null=True, help_text="The invite link they joined through"
+    )
+    added_by = serializers.CharField(source="added_by.username", default=None, allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class AddMembersSerializer(serializers.Serializer):
+    usernames = serializers.ListField(
+        child=serializers.CharField(max_length=150), allow_empty=False, max_length=1000
+    )
+    role = serializers.ChoiceField(
+        choices=["annotator", "researcher"],
+        default="annotator",
+        help_text="Annotators judge the study; researchers see, manage and export it",
+    )
+
+
+class InviteSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.SerializerMethodField(help_text="The link to share")
+    token = serializers.CharField()
+    completion_code = serializers.CharField(help_text="Shown to annotators when they are done")
+    state = serializers.SerializerMethodField(help_text="active, revoked, expired or closed")
+    uses = serializers.IntegerField(help_text="Accounts enrolled through it")
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+    def get_url(self, invite) -> str:
+        return self.context["url"]
+
+    def get_state(self, invite) -> str:
+        return self.context["state"]
+
+
+class CreateInviteSerializer(serializers.Serializer):
+    completion_code = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{1,32}$",
+        required=False,
+        help_text="The code your crowd platform gave you (e.g. Prolific's); random when absent",
+    )
+    expires_in_days = serializers.IntegerField(
+        min_value=1, max_value=365, required=False, allow_null=True
+    )

@@ -5,36 +5,40 @@ Annotator responses are built from `blind_item` only. Errors are JSON naming the
 
 from __future__ import annotations
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, status, viewsets
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response as APIResponse
 from rest_framework.views import APIView
 
-from pairwise import roles
 from pairwise.api import serializers as s
+from pairwise.api.schema import FIELD_ERRORS
 from pairwise.converters import ID_REGEX
-from pairwise.models import Checkpoint, EvalContext, Study
-from pairwise.services import allocation, generation, rows, studies
+from pairwise.models import Checkpoint, EvalContext, Study, StudyInvite
+from pairwise.services import access, allocation, generation, studies
 from pairwise.services.blind import blind_item
 from pairwise.services.checkpoints import resolve_checkpoint
+from pairwise.services.export import FORMATS as EXPORT_FORMATS
 
 
 class IsAnnotator(permissions.BasePermission):
     message = "Only annotators can judge items."
 
     def has_permission(self, request, view):
-        return roles.is_annotator(request.user) or roles.is_admin(request.user)
+        return access.may_judge(request.user)
 
 
 class IsResearcher(permissions.BasePermission):
     message = "Only researchers and admins can manage studies."
 
     def has_permission(self, request, view):
-        return roles.is_researcher(request.user)
+        return access.may_research(request.user)
 
 
 def _field_error(exc: Exception) -> ValidationError:
@@ -46,17 +50,12 @@ def _field_error(exc: Exception) -> ValidationError:
     return ValidationError({field: [message]})
 
 
-def _open_study(study_id: int) -> Study:
-    """The open study, or 404. In SQL: every annotator request asks, and building the ORM's
-    query cost more CPU than the database spends answering it."""
-    table = connection.ops.quote_name(Study._meta.db_table)
-    found = rows.fetch(
-        f"SELECT {rows.columns(Study, 's')} FROM {table} s WHERE s.id = %s AND s.status = %s",
-        [study_id, Study.Status.OPEN.value],
-    )
-    if not found:
-        raise Http404("No open study with that id.")
-    return rows.instance(Study, found[0])
+def _open_study(request, study_id: int) -> Study:
+    """The open study the caller may judge, or 404 (one query: `access.open_study_to_annotate`)."""
+    study = access.open_study_to_annotate(request.user, study_id)
+    if study is None:
+        raise Http404("No open study of yours with that id.")
+    return study
 
 
 class AnnotatorStudiesView(APIView):
@@ -65,7 +64,8 @@ class AnnotatorStudiesView(APIView):
     @extend_schema(responses=s.AnnotatorStudySerializer(many=True))
     def get(self, request):
         rows = []
-        for study in Study.objects.filter(status=Study.Status.OPEN).order_by("pk"):
+        mine = access.annotated_studies(request.user).filter(status=Study.Status.OPEN)
+        for study in mine.order_by("pk"):
             p = allocation.progress(study, request.user)
             rows.append(
                 {
@@ -84,7 +84,7 @@ class NextItemView(APIView):
 
     @extend_schema(responses=s.NextItemSerializer)
     def get(self, request, study_id: int):
-        study = _open_study(study_id)
+        study = _open_study(request, study_id)
         item, p = allocation.assign(study, request.user)
         body = {"done": item is None, "progress": {"done": p.done, "total": p.total}}
         if item is not None:
@@ -100,10 +100,14 @@ class SubmitView(APIView):
 
     @extend_schema(
         request=s.SubmitSerializer,
-        responses={201: s.JudgmentReceiptSerializer, 200: s.JudgmentReceiptSerializer},
+        responses={
+            201: s.JudgmentReceiptSerializer,
+            200: s.JudgmentReceiptSerializer,
+            409: OpenApiResponse(s.LeaseExpiredSerializer, description="The lease ran out"),
+        },
     )
     def post(self, request, study_id: int):
-        study = _open_study(study_id)
+        study = _open_study(request, study_id)
         data = s.SubmitSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -138,21 +142,33 @@ class ProgressView(APIView):
 
     @extend_schema(responses=s.ProgressSerializer)
     def get(self, request, study_id: int):
-        p = allocation.progress(_open_study(study_id), request.user)
+        p = allocation.progress(_open_study(request, study_id), request.user)
         return APIResponse({"done": p.done, "total": p.total})
 
 
-class StudyViewSet(viewsets.ModelViewSet):
-    """Researchers: create, open, close, re-queue studies and follow their progress."""
+class StudyViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Researchers: create, open, close, re-queue studies and follow their progress; manage
+    their members and invite links. Each researcher reaches the studies they own or were added
+    to (admins: all); any other id answers 404."""
 
     permission_classes = [permissions.IsAuthenticated, IsResearcher]
     lookup_value_regex = ID_REGEX  # a longer number is a 404, not a database error
-    queryset = Study.objects.all()
-    http_method_names = ["get", "post", "head", "options"]
+    queryset = Study.objects.all()  # for the schema; requests see `get_queryset`
+    # DELETE: members and invite links only (a study itself is never deleted through the API)
+    http_method_names = ["get", "post", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return access.managed_studies(self.request.user)
 
     def get_serializer_class(self):
         return s.StudyCreateSerializer if self.action == "create" else s.StudySerializer
 
+    @extend_schema(request=s.StudyCreateSerializer, responses={201: s.StudySerializer})
     def create(self, request, *args, **kwargs):
         data = s.StudyCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -189,22 +205,25 @@ class StudyViewSet(viewsets.ModelViewSet):
             raise _field_error(exc) from None
         return APIResponse(s.StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=None, responses={200: s.OpenResultSerializer, 400: FIELD_ERRORS})
     @action(detail=True, methods=["post"])
     def open(self, request, pk=None):
         study = self.get_object()
         try:
-            result = studies.open_study(study)
+            result = studies.open_study(study, actor=request.user)
         except studies.StudyError as exc:
             raise _field_error(exc) from None
         study.refresh_from_db()
         return APIResponse({**result, "status": study.status})
 
+    @extend_schema(request=None, responses=s.StatusSerializer)
     @action(detail=True, methods=["post"])
     def close(self, request, pk=None):
         study = self.get_object()
-        studies.close_study(study)
+        studies.close_study(study, actor=request.user)
         return APIResponse({"status": study.status})
 
+    @extend_schema(responses=s.RequeueResultSerializer)
     @action(detail=True, methods=["post"], serializer_class=s.RequeueSerializer)
     def requeue(self, request, pk=None):
         study = self.get_object()
@@ -220,17 +239,33 @@ class StudyViewSet(viewsets.ModelViewSet):
             else:
                 checkpoint = studies.latest_checkpoint(v["system"])
             with transaction.atomic():
-                result = studies.requeue(study, checkpoint)
+                result = studies.requeue(study, checkpoint, actor=request.user)
         except (studies.StudyError, ValueError) as exc:
             raise _field_error(exc) from None
         return APIResponse({**result, "checkpoint": checkpoint.label})
 
+    @extend_schema(request=None, responses=s.RetryResultSerializer)
     @action(detail=True, methods=["post"], url_path="retry-failed")
     def retry_failed(self, request, pk=None):
         study = self.get_object()
-        ids = generation.retry_batches(study.batches.values_list("pk", flat=True))
+        ids = generation.retry_batches(
+            study.batches.values_list("pk", flat=True), actor=request.user
+        )
         return APIResponse({"retried": ids})
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "checkpoint",
+                str,
+                description='Only comparisons with this checkpoint: an id, "System vN" or a '
+                "system name",
+            )
+        ],
+        responses=OpenApiResponse(
+            OpenApiTypes.OBJECT, description="Win rates, agreement and intention-to-treat rows"
+        ),
+    )
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
         from pairwise.services import export
@@ -242,6 +277,10 @@ class StudyViewSet(viewsets.ModelViewSet):
             raise _field_error(exc) from None
         return APIResponse(summary)
 
+    @extend_schema(
+        parameters=[OpenApiParameter("fmt", str, enum=list(EXPORT_FORMATS), default="csv")],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
     @action(detail=True, methods=["get"])
     def export(self, request, pk=None):
         from django.http import FileResponse
@@ -254,10 +293,130 @@ class StudyViewSet(viewsets.ModelViewSet):
         if fmt not in export.FORMATS:
             raise ValidationError({"fmt": [f"expected one of {list(export.FORMATS)}"]})
         return FileResponse(
-            export.export_zip(study, fmt),
+            export.export_zip(study, fmt, actor=request.user),
             as_attachment=True,
             filename=f"study-{study.pk}-{fmt}.zip",
         )
+
+    # --- members and invite links (services/access.py) ---
+
+    def _member_list(self, study: Study):
+        return s.MemberSerializer(access.members(study), many=True).data
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses=s.MemberSerializer(many=True),
+        operation_id="studies_members_list",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=s.AddMembersSerializer,
+        responses={201: s.MemberSerializer(many=True)},
+        operation_id="studies_members_add",
+    )
+    @action(detail=True, methods=["get", "post"], serializer_class=s.AddMembersSerializer)
+    def members(self, request, pk=None):
+        """GET: the study's members. POST: add accounts by username as annotators or
+        researchers (all or nothing; a member already there takes the new role, the owner stays
+        owner). Answers the members after the change."""
+        study = self.get_object()
+        if request.method == "GET":
+            return APIResponse(self._member_list(study))
+        data = s.AddMembersSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            access.add_members(study, v["usernames"], v["role"], by=request.user)
+        except access.AccessError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(self._member_list(study), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.MemberSerializer(many=True),
+            400: OpenApiResponse(
+                response=OpenApiTypes.OBJECT,
+                description="'usernames': the account is not a member, or owns the study",
+            ),
+        },
+        operation_id="studies_members_remove",
+    )
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"members/(?P<username>[\w.@+-]{1,150})",
+        serializer_class=s.MemberSerializer,
+    )
+    def remove_member(self, request, pk=None, username=None):
+        """Take an account off the study. Its judgments stay; its leases go back to the pool.
+        Only an admin removes the owner. Answers the members after the change."""
+        study = self.get_object()
+        try:
+            access.remove_members(study, [username], by=request.user)
+        except access.AccessError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(self._member_list(study))
+
+    def _invite_body(self, request, invite: StudyInvite) -> dict:
+        url = request.build_absolute_uri(reverse("join", args=[invite.token]))
+        return s.InviteSerializer(
+            invite, context={"url": url, "state": access.invite_state(invite)}
+        ).data
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses=s.InviteSerializer(many=True),
+        operation_id="studies_invites_list",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=s.CreateInviteSerializer,
+        responses={201: s.InviteSerializer},
+        operation_id="studies_invites_create",
+    )
+    @action(detail=True, methods=["get", "post"], serializer_class=s.CreateInviteSerializer)
+    def invites(self, request, pk=None):
+        """GET: the study's invite links. POST: a new one; whoever follows it becomes an
+        annotator of the study (a visitor without an account gets one)."""
+        study = self.get_object()
+        if request.method == "GET":
+            found = study.invites.select_related("study", "created_by")
+            return APIResponse([self._invite_body(request, i) for i in found])
+        data = s.CreateInviteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            invite = access.create_invite(
+                study,
+                request.user,
+                completion_code=v.get("completion_code") or None,
+                expires_in_days=v.get("expires_in_days"),
+            )
+        except access.AccessError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(self._invite_body(request, invite), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None, responses={200: s.InviteSerializer}, operation_id="studies_invites_revoke"
+    )
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=rf"invites/(?P<invite_id>{ID_REGEX})",
+        serializer_class=s.InviteSerializer,
+    )
+    def revoke_invite(self, request, pk=None, invite_id=None):
+        """Revoke an invite link: following it answers 410 from now on. Annotators it enrolled
+        stay members. Answers the revoked invite."""
+        study = self.get_object()
+        invite = get_object_or_404(
+            StudyInvite.objects.select_related("study"), pk=invite_id, study=study
+        )
+        access.revoke_invite(invite, request.user)
+        return APIResponse(self._invite_body(request, invite))
 
 
 class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
@@ -280,6 +439,7 @@ class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
                 system=v["system"],
                 backend=v.get("backend") or None,
                 version=v.get("version"),
+                actor=request.user,
             )
         except CheckpointError as exc:
             raise _field_error(exc) from None

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from pairwise.models import Checkpoint, System
+from pairwise.services import audit
 from training.lineage import LineageError, lineage_sha256, read_lineage
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,13 @@ def register_checkpoint(
     backend: str | None = None,
     version: int | None = None,
     backend_config: dict | None = None,
+    actor=None,
 ) -> Checkpoint:
     """Register the checkpoint folder at `path` as the next version of `system`.
 
     Reads lineage.json (written by the training scripts) for the system name, parent, metrics and
     whether the model writes a reasoning chain. The same folder cannot be registered twice.
+    `actor`: the user who registered it, for the audit log.
     """
     folder = Path(path).resolve()
     lineage = check_checkpoint_folder(folder)
@@ -101,18 +104,29 @@ def register_checkpoint(
         except IntegrityError as exc:
             raise CheckpointError(f"version: {system_name} v{version} exists already") from exc
     log.info("registered %s from %s", checkpoint.label, folder)
+    audit.record("register", checkpoint, actor, path=str(folder), sha256=digest)
     return checkpoint
+
+
+def check_checkpoint_ref(ref) -> str:
+    """A checkpoint reference as a person typed it, stripped. ValueError for a NUL character:
+    PostgreSQL refuses to compare one with text (a 500 instead of "no such checkpoint")."""
+    ref = str(ref).strip()
+    if "\x00" in ref:
+        raise ValueError("contains a NUL character; expected an id, 'System vN' or 'System'")
+    return ref
 
 
 def checkpoint_lookup(ref) -> dict | None:
     """Filter arguments for a checkpoint reference: an id, or 'System vN'; None for a bare
     system name (the caller decides: its latest, or all its checkpoints). A number that no
-    bigint holds looks up nothing, without reaching the database."""
-    ref = str(ref).strip()
-    if ref.isdigit():
+    bigint holds looks up nothing, without reaching the database. ValueError: see
+    `check_checkpoint_ref`."""
+    ref = check_checkpoint_ref(ref)
+    if ref.isascii() and ref.isdigit():  # not "²": str.isdigit takes it, int() does not
         return {"pk": int(ref)} if int(ref) < 2**63 else {"pk__in": []}
     system, sep, version = ref.rpartition(" v")
-    if sep and version.isdigit():
+    if sep and version.isascii() and version.isdigit():
         return (
             {"system__name": system, "version": int(version)}
             if len(version) < 10

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.db import transaction
 
 from pairwise.models import EvalContext
+from pairwise.services import audit
 from training.datasets import load_dialogues, turn_examples
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,12 @@ def import_contexts(
     data_dir: Path | None = None,
     skip_invalid: bool = False,
     progress=None,
+    actor=None,
 ) -> tuple[list[EvalContext], int, object]:
     """Create (or find) n eval contexts. Idempotent.
 
-    Returns (contexts, how many were new, the loader's report of skipped records or None)."""
+    Returns (contexts, how many were new, the loader's report of skipped records or None).
+    `actor`: who imported, for the audit log."""
     examples, report = sample_examples(
         dataset,
         split,
@@ -98,4 +101,15 @@ def import_contexts(
             contexts.append(ctx)
             created += new
     log.info("imported %d contexts from %s/%s (%d new)", len(contexts), dataset, split, created)
+    audit.record(
+        "import",
+        EvalContext,
+        actor,
+        kind="contexts",
+        source=f"{dataset}/{split}",
+        n=n,
+        seed=seed,
+        contexts=len(contexts),
+        new=created,
+    )
     return contexts, created, report

@@ -32,10 +32,16 @@ from pairwise.models import (
     forget_open_items,
     recount_judgments,
 )
-from pairwise.services import itt, stats
-from pairwise.services.checkpoints import checkpoint_lookup
+from pairwise.services import audit, itt, stats
+from pairwise.services.checkpoints import check_checkpoint_ref, checkpoint_lookup
 from pairwise.services.eligibility import Eligibility
-from pairwise.services.longformat import LONG_COLUMNS, csv_safe, read_long, validate_long
+from pairwise.services.longformat import (
+    LONG_COLUMNS,
+    LongFormatError,
+    csv_safe,
+    read_long,
+    validate_long,
+)
 from pairwise.services.sampling import sampling_key
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,10 @@ GOLD_COMPARISON = "gold: reference vs control"
 # what annotators wrote, per judgment (repeated on its criteria's rows): after the long format's
 # own columns, which validate_long keeps as they are
 JUDGMENT_TEXT_COLUMNS = ("comment", "cannot_judge_reason")
+# the annotator's id on the crowd platform that sent them (an invite link's ?PROLIFIC_PID=),
+# empty for accounts made otherwise; last, after the texts
+PARTICIPANT_COLUMN = "participant_id"
+EXTRA_COLUMNS = (*JUDGMENT_TEXT_COLUMNS, PARTICIPANT_COLUMN)
 
 
 def _judgment_rows(study: Study, checkpoint: str | None = None):
@@ -63,7 +73,10 @@ def _judgment_rows(study: Study, checkpoint: str | None = None):
 def _checkpoint_ids(ref: str) -> list[int]:
     """`ref` is a checkpoint id, a label like "CARE v2", or a system name (all its checkpoints).
     Raises ValueError naming the parameter when nothing matches."""
-    ref = str(ref).strip()
+    try:
+        ref = check_checkpoint_ref(ref)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint: {exc}") from None
     lookup = checkpoint_lookup(ref)
     found = Checkpoint.objects.filter(**(lookup or {"system__name": ref}))
     ids = list(found.values_list("pk", flat=True))
@@ -76,8 +89,12 @@ def _checkpoint_ids(ref: str) -> list[int]:
 
 def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFrame:
     """The study's judgments in the long format: one row per annotator x item x criterion."""
+    from pairwise.services.access import participant_ids
+
     rows = []
-    for j in _judgment_rows(study, checkpoint):
+    judgments = list(_judgment_rows(study, checkpoint))
+    participants = participant_ids({j.annotator_id for j in judgments})
+    for j in judgments:
         item = j.item
         ca, cb = item.response_a.checkpoint, item.response_b.checkpoint
         a_side = "left" if item.a_on_left else "right"
@@ -108,12 +125,13 @@ def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFra
                     "created_at": j.created_at.isoformat(),
                     "comment": j.comment,
                     "cannot_judge_reason": j.cannot_judge_reason,
+                    PARTICIPANT_COLUMN: participants.get(j.annotator_id, ""),
                 }
             )
-    columns = [c for c in LONG_COLUMNS if c != "outcome"] + list(JUDGMENT_TEXT_COLUMNS)
+    columns = [c for c in LONG_COLUMNS if c != "outcome"] + list(EXTRA_COLUMNS)
     df = pd.DataFrame(rows, columns=columns)
     if not len(df):
-        return df.reindex(columns=[*LONG_COLUMNS, *JUDGMENT_TEXT_COLUMNS])
+        return df.reindex(columns=[*LONG_COLUMNS, *EXTRA_COLUMNS])
     return validate_long(df)
 
 
@@ -253,9 +271,15 @@ def _write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
     return path
 
 
-def export_study(study: Study, fmt: str, out_dir: str | Path) -> list[Path]:
+def export_study(study: Study, fmt: str, out_dir: str | Path, *, actor=None) -> list[Path]:
     """Write judgments, items, itt (intention-to-treat beside per-protocol rates), summary.json,
-    and the publication table (Markdown and LaTeX)."""
+    and the publication table (Markdown and LaTeX). `actor`: who exported, for the audit log."""
+    written = _write_export(study, fmt, out_dir)
+    audit.record("export", study, actor, format=fmt, out=str(Path(out_dir).resolve()))
+    return written
+
+
+def _write_export(study: Study, fmt: str, out_dir: str | Path) -> list[Path]:
     if fmt not in FORMATS:
         raise ValueError(f"format: {fmt!r} is not one of {list(FORMATS)}")
     out = Path(out_dir)
@@ -278,28 +302,32 @@ def export_study(study: Study, fmt: str, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def export_zip(study: Study, fmt: str) -> io.BytesIO:
+def export_zip(study: Study, fmt: str, *, actor=None) -> io.BytesIO:
+    """The export as a zip file, for a download. `actor`: who downloaded it, for the audit log."""
     import tempfile
 
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp:
-        files = export_study(study, fmt, tmp)
+        files = _write_export(study, fmt, tmp)
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for f in files:
                 zf.write(f, arcname=f"study-{study.pk}/{f.name}")
     buffer.seek(0)
+    audit.record("export", study, actor, format=fmt, out="download")
     return buffer
 
 
 # --- Import ------------------------------------------------------------------------------------
 
 
-def import_judgments(path: str | Path) -> dict:
+def import_judgments(path: str | Path, *, actor=None, source: str | None = None) -> dict:
     """Import outside judgments in the long format; all or nothing.
 
     Creates (or reuses) a closed study per `study` value, a system and checkpoint per system
     name, a placeholder context and responses per item, and an inactive account per annotator.
     A bad row raises `LongFormatError` naming its line and field, and nothing is written.
+    `actor`: who imported, for the audit log (one row per study the file touched); `source`:
+    the file to name there when `path` is a conversion of it.
     """
     df = validate_long(read_long(path))
     User = get_user_model()
@@ -330,6 +358,7 @@ def import_judgments(path: str | Path) -> dict:
                 if new:
                     users[name].set_unusable_password()
                     users[name].save(update_fields=["password"])
+            _import_participant_ids(sdf, users, first_line=2 if str(path).endswith(".csv") else 1)
             for item_id, idf in sdf.groupby("item_id", sort=False):
                 first = idf.iloc[0]
                 item = _import_item(study, str(item_id), first, ckpts)
@@ -362,8 +391,37 @@ def import_judgments(path: str | Path) -> dict:
                     counts["judgments"] += new
                 recount_judgments(item.pk)
             forget_open_items(study.pk)
+            audit.record(
+                "import",
+                study,
+                actor,
+                kind="judgments",
+                file=str(source or path),
+                rows=len(sdf),
+                study_created=created,
+            )
     log.info("imported %s from %s", counts, path)
     return counts
+
+
+def _import_participant_ids(df: pd.DataFrame, users: dict, *, first_line: int) -> None:
+    """Keep a `participant_id` column (our exports write one) on the imported accounts'
+    profiles: the first non-empty value per annotator. `first_line`: the first row's line in
+    error messages (2 for CSV)."""
+    from pairwise.models import Profile
+
+    if PARTICIPANT_COLUMN not in df.columns:
+        return
+    given = df[df[PARTICIPANT_COLUMN].fillna("").astype(str).str.strip() != ""]
+    max_length = Profile._meta.get_field("participant_id").max_length
+    for name, value in given.groupby("annotator", sort=False)[PARTICIPANT_COLUMN].first().items():
+        value = str(value).strip()
+        if len(value) > max_length:
+            line = int(given.index[given["annotator"] == name][0]) + first_line
+            raise LongFormatError(
+                line, PARTICIPANT_COLUMN, f"at most {max_length} characters, got {len(value)}"
+            )
+        Profile.objects.update_or_create(user=users[name], defaults={"participant_id": value})
 
 
 def _imported_public_id(study: Study, item_id: str) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -20,15 +21,18 @@ from django.utils import timezone
 from models.base import GenerationRequest, prompt_hash
 from models.registry import get_backend
 from pairwise.models import Checkpoint, EvalContext, GenerationBatch, Response, Study
+from pairwise.services import audit
 from pairwise.services.items import build_items
 from pairwise.services.sampling import (
     backend_params,
     reasoning_budget,
+    reasoning_budget_source,
     sampling_key,
     sampling_params,
 )
 from training.care_format import has_reasoning_tag, parse_care_output
 from training.datasets.types import Turn
+from training.lineage import generation_defaults
 from training.prompts import to_messages
 
 log = logging.getLogger(__name__)
@@ -146,14 +150,19 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
     )
     if contexts:
         params = sampling_params(study.sampling)
+        # Prompted as trained (lineage.json's `generation`); `prompt_window` overrides the window.
+        trained = generation_defaults(checkpoint.lineage)
         # A reasoning checkpoint gets its chain's budget on top of the reply's (sampling.py).
-        sent = backend_params(params, reasoning=checkpoint.reasoning)
-        window = (checkpoint.backend_config or {}).get("prompt_window")
+        sent = backend_params(
+            params, reasoning=checkpoint.reasoning, trained_budget=trained.max_new_tokens
+        )
+        window = (checkpoint.backend_config or {}).get("prompt_window", trained.window)
         requests = [
             GenerationRequest(
                 messages=to_messages(
                     [Turn.from_dict(t) for t in (c.history[-window:] if window else c.history)],
                     care=checkpoint.reasoning,
+                    seeker_placeholder=trained.seeker_placeholder,
                 ),
                 sampling=sent,
                 seed=_seed(study, c.pk),
@@ -170,8 +179,9 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
             checkpoint.label,
             time.perf_counter() - started,
         )
+        row = partial(_response_row, checkpoint, batch.sampling_key, trained=trained, window=window)
         rows = [
-            _response_row(checkpoint, batch.sampling_key, c, r, g, backend, params)
+            row(c, r, g, backend, params)
             for c, r, g in zip(contexts, requests, generations, strict=True)
         ]
         Response.objects.bulk_create(rows, ignore_conflicts=True)
@@ -185,7 +195,9 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
     return GenerationBatch.Status.DONE
 
 
-def _response_row(checkpoint, key, context, request, generation, backend, params) -> Response:
+def _response_row(
+    checkpoint, key, context, request, generation, backend, params, *, trained, window
+) -> Response:
     return parsed_response(
         checkpoint,
         key,
@@ -200,8 +212,19 @@ def _response_row(checkpoint, key, context, request, generation, backend, params
             "backend_version": backend.version,
             "sampling": params.to_dict(),
             "reply_tokens": params.max_new_tokens,
-            "reasoning_tokens": reasoning_budget(params, reasoning=checkpoint.reasoning),
+            "reasoning_tokens": reasoning_budget(
+                params, reasoning=checkpoint.reasoning, trained_budget=trained.max_new_tokens
+            ),
+            "reasoning_tokens_from": reasoning_budget_source(
+                params, reasoning=checkpoint.reasoning, trained_budget=trained.max_new_tokens
+            ),
             "max_new_tokens": request.sampling.max_new_tokens,  # what the backend was sent
+            # the prompt's history window (the context's import window capped by the
+            # checkpoint's; None: all turns) and what the checkpoint was trained with
+            "window": min((w for w in (window, context.window) if w), default=None),
+            "trained_window": trained.window,
+            "trained_max_new_tokens": trained.max_new_tokens,
+            "seeker_placeholder": trained.seeker_placeholder,
             "seed": request.seed,
             "prompt_hash": prompt_hash(request.messages),
             "prompt_tokens": generation.prompt_tokens,
@@ -301,8 +324,9 @@ def finish_if_generated(study: Study) -> bool:
     )
 
 
-def retry_batches(batch_ids) -> list[int]:
-    """Put failed batches back in the queue (the admin action and the API call this)."""
+def retry_batches(batch_ids, *, actor=None) -> list[int]:
+    """Put failed batches back in the queue (the admin action and the API call this).
+    `actor`: who asked, for the audit log (a re-queue of each study concerned)."""
     ids = list(
         GenerationBatch.objects.filter(
             pk__in=batch_ids, status=GenerationBatch.Status.FAILED
@@ -315,6 +339,10 @@ def retry_batches(batch_ids) -> list[int]:
         status=Study.Status.GENERATING
     )
     transaction.on_commit(lambda: enqueue(ids))
+    if ids:
+        for study in Study.objects.filter(batches__pk__in=ids).distinct():
+            retried = sorted(study.batches.filter(pk__in=ids).values_list("pk", flat=True))
+            audit.record("requeue", study, actor, retried_batches=retried)
     return ids
 
 

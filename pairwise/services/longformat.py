@@ -34,9 +34,11 @@ simulated       no       the judgment was simulated (load tests, demos); default
 created_at      no       ISO 8601 timestamp ("" when unknown)
 =============== ======== =============================================================
 
-The platform's exports add two columns after these, repeated on each criterion's row of a
-judgment: ``comment`` and ``cannot_judge_reason`` (what the annotator wrote); extra columns are
-kept as they are, and ``import_judgments`` stores these two when present.
+The platform's exports add three columns after these, repeated on each criterion's row of a
+judgment: ``comment`` and ``cannot_judge_reason`` (what the annotator wrote) and
+``participant_id`` (the annotator's id on the crowd platform that sent them through an invite
+link, e.g. Prolific's PID; empty otherwise). Extra columns are kept as they are, and
+``import_judgments`` stores these three when present.
 
 CSV files written by the platform escape text cells that a spreadsheet would run as a formula
 (OWASP: a leading ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a single quote in

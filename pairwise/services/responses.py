@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from pairwise.models import Checkpoint, EvalContext, Response, Study
+from pairwise.services import audit
 from pairwise.services.generation import parsed_response
 from pairwise.services.items import build_items
 from pairwise.services.sampling import sampling_key
@@ -23,13 +24,14 @@ def _fail(path: Path, line: int, field: str, message: str) -> ResponseImportErro
 
 
 def import_responses(
-    checkpoint: Checkpoint, path: str | Path, *, study: Study | None = None
+    checkpoint: Checkpoint, path: str | Path, *, study: Study | None = None, actor=None
 ) -> dict:
     """Import JSONL lines {"context_id", "text", optional "reasoning"} for `checkpoint`.
 
     The sampling key is the study's (so the responses count for it), else the default one. A
     `text` holding a CARE chain is split as generated text is; with `reasoning` given, `text` is
-    the reply as it is. All or nothing: any bad line imports nothing.
+    the reply as it is. All or nothing: any bad line imports nothing. `actor`: who imported,
+    for the audit log.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,4 +99,6 @@ def import_responses(
             or s.comparisons.filter(checkpoint_b=checkpoint).exists()
         ):
             items += build_items(s)
-    return {"responses": len(rows), "unusable": sum(not r.usable for r in rows), "items": items}
+    result = {"responses": len(rows), "unusable": sum(not r.usable for r in rows), "items": items}
+    audit.record("import", checkpoint, actor, kind="responses", file=str(path), **result)
+    return result

@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group
 
 from pairwise.models import Study
 from pairwise.roles import ANNOTATOR
-from pairwise.services import allocation
+from pairwise.services import access, allocation
 
 OUTCOMES = ("a", "b", "tie")
 
@@ -53,6 +53,8 @@ def simulate(
         if not 0 <= value <= 1:
             raise ValueError(f"{name}: {value} is not between 0 and 1")
     users = simulated_annotators(annotators)
+    # members like any annotator of the study (they judge through the allocator, not the site)
+    access.add_members(study, users, ANNOTATOR)
     items = [
         i
         for i in study.items.order_by("pk")

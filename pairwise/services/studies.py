@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from pairwise.models import Checkpoint, Comparison, ComparisonItem, EvalContext, Response, Study
-from pairwise.services import generation, identity
+from pairwise.services import access, audit, generation, identity
 from pairwise.services.items import add_gold_items, build_items
 from pairwise.services.sampling import sampling_key, sampling_params
 
@@ -90,6 +90,8 @@ def create_study(
     created_by=None,
 ) -> Study:
     """Create a draft study comparing each (A, B) pair of checkpoints on the contexts.
+    `created_by` owns it (`access.make_owner`): only its owner, the researchers they add and
+    admins see it.
 
     `seed` is drawn from `secrets` unless given (give the stored seed to reproduce a study)."""
     from pairwise.models import DEFAULT_CRITERIA, new_study_seed
@@ -125,12 +127,15 @@ def create_study(
         study.contexts.set(list(contexts))
         for a, b in pairs:
             Comparison.objects.create(study=study, checkpoint_a=a, checkpoint_b=b)
+        if created_by is not None:
+            access.make_owner(study, created_by)
     log.info("created study %s (%s)", study.pk, name)
     return study
 
 
-def open_study(study: Study, *, gold_items: int | None = None) -> dict:
-    """Queue the generation of every missing response; items appear as pairs complete."""
+def open_study(study: Study, *, gold_items: int | None = None, actor=None) -> dict:
+    """Queue the generation of every missing response; items appear as pairs complete.
+    `actor`: the user who opened it, for the audit log."""
     if study.status == Study.Status.CLOSED:
         raise StudyError(f"status: study {study.name!r} is closed")
     if gold_items is None:
@@ -142,20 +147,24 @@ def open_study(study: Study, *, gold_items: int | None = None) -> dict:
     if not batches and study.status in (Study.Status.DRAFT, Study.Status.GENERATING):
         study.status = Study.Status.OPEN
         study.save(update_fields=["status"])
-    return {"batches": len(batches), "items": made, "gold_items": gold}
+    result = {"batches": len(batches), "items": made, "gold_items": gold}
+    audit.record("open", study, actor, status=study.status, **result)
+    return result
 
 
-def close_study(study: Study) -> None:
+def close_study(study: Study, *, actor=None) -> None:
     study.status = Study.Status.CLOSED
     study.save(update_fields=["status"])
+    audit.record("close", study, actor)
 
 
-def reopen_study(study: Study) -> None:
+def reopen_study(study: Study, *, actor=None) -> None:
     study.status = Study.Status.OPEN
     study.save(update_fields=["status"])
+    audit.record("reopen", study, actor)
 
 
-def requeue(study: Study, checkpoint: Checkpoint) -> dict:
+def requeue(study: Study, checkpoint: Checkpoint, *, actor=None) -> dict:
     """Bring a new checkpoint into a study against the same opponents.
 
     A checkpoint of a system on the A side is compared with each baseline (B) checkpoint; one of
@@ -198,7 +207,9 @@ def requeue(study: Study, checkpoint: Checkpoint) -> dict:
         added,
         len(batches),
     )
-    return {"comparisons_added": added, "batches": len(batches), "items": items}
+    result = {"comparisons_added": added, "batches": len(batches), "items": items}
+    audit.record("requeue", study, actor, checkpoint=checkpoint.label, **result)
+    return result
 
 
 def _latest_per_system(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:

@@ -47,7 +47,7 @@ def shown_item(page) -> ComparisonItem:
 def test_annotator_judges_with_mouse_keyboard_and_cannot_judge(live_server, page, screenshot_dir):
     study, _, _ = make_blind_study(n_contexts=3, k=1, guidelines="Read both replies **carefully**.")
     criteria = study.criteria
-    user = annotator(username="alice")
+    user = annotator(study, username="alice")
 
     page.goto(f"{live_server.url}/accounts/login/")
     page.screenshot(path=screenshot_dir / "login.png")
@@ -130,7 +130,7 @@ def test_annotator_judges_with_mouse_keyboard_and_cannot_judge(live_server, page
 
 def test_double_submission_records_one_judgment(live_server, page):
     study, _, _ = make_blind_study(n_contexts=2, k=1)
-    user = annotator(username="bob")
+    user = annotator(study, username="bob")
     login(page, live_server, "bob")
     page.goto(annotate_url(live_server, study))
     item = shown_item(page)
@@ -157,7 +157,7 @@ def test_double_submission_records_one_judgment(live_server, page):
 
 def test_expired_lease_shows_a_message_and_the_next_item(live_server, page, screenshot_dir):
     study, _, _ = make_blind_study(n_contexts=2, k=1)
-    user = annotator(username="carol")
+    user = annotator(study, username="carol")
     login(page, live_server, "carol")
     page.goto(annotate_url(live_server, study))
     item = shown_item(page)
@@ -195,7 +195,7 @@ def test_model_output_and_guidelines_are_escaped(live_server, page):
     history = contexts[0].history
     history[0]["text"] = PAYLOAD
     EvalContext.objects.filter(pk=contexts[0].pk).update(history=history)
-    annotator(username="dave")
+    annotator(study, username="dave")
     login(page, live_server, "dave")
 
     page.goto(f"{live_server.url}/study/{study.pk}/guidelines/")
@@ -233,7 +233,7 @@ def test_annotator_pages_are_blind(live_server, page):
     from pairwise.models import Checkpoint, Response
 
     study, checkpoints, _ = make_blind_study(n_contexts=3, k=1)
-    annotator(username="erin")
+    annotator(study, username="erin")
     requested: list[str] = []
     page.on("request", lambda r: requested.append(r.url))
     public_ids = set(ComparisonItem.objects.filter(study=study).values_list("public_id", flat=True))
@@ -287,7 +287,7 @@ def test_replies_side_by_side_on_a_laptop_and_stacked_on_a_phone(
     page = context.new_page()
     page.set_default_timeout(10_000)
     study, _, _ = make_blind_study(n_contexts=1, k=1)
-    annotator(username=f"fay-{viewport}")
+    annotator(study, username=f"fay-{viewport}")
     login(page, live_server, f"fay-{viewport}")
     page.goto(annotate_url(live_server, study))
 

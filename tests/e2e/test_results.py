@@ -32,7 +32,7 @@ def test_researcher_sees_results_and_downloads_the_export(
     study, _, _ = make_blind_study(n_contexts=4, k=3)
     n_judgments = _judge_everything(study, [annotator(username=f"rater{i}") for i in range(3)])
     assert n_judgments == 12
-    researcher(username="rita")
+    researcher(study, username="rita")  # a member: researchers reach their own studies
 
     login(page, live_server, "rita")
     expect(page.get_by_role("heading", name="Studies")).to_be_visible()
@@ -44,9 +44,12 @@ def test_researcher_sees_results_and_downloads_the_export(
     rows = table.locator("tbody tr")
     assert rows.count() == len(study.criteria)  # one comparison x each criterion
     expect(rows.first).to_contain_text("ZZSECRETSYSTEM")  # researchers do see system names
-    expect(page.locator(".plot svg")).to_have_count(2)
-    for svg in page.locator(".plot svg").all():
-        box = svg.bounding_box()
+    # The plots are SVG images (data: URIs): the Content-Security-Policy allows no style
+    # attribute in the page, and matplotlib styles every shape with one.
+    expect(page.locator(".plot img")).to_have_count(2)
+    for plot in page.locator(".plot img").all():
+        assert plot.evaluate("img => img.complete && img.naturalWidth > 0"), "plot not drawn"
+        box = plot.bounding_box()
         assert box["width"] > 100 and box["height"] > 50
     expect(page.locator("#agreement-table tbody tr")).to_have_count(len(study.criteria))
     page.screenshot(path=screenshot_dir / "results.png", full_page=True)

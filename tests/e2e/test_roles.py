@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 def test_annotator_cannot_reach_researcher_pages(live_server, page):
     study, _, _ = make_blind_study(n_contexts=1, k=1)
-    annotator(username="gina")
+    annotator(study, username="gina")  # even a member of the study: the role decides
     login(page, live_server, "gina")
 
     for path in (

@@ -10,6 +10,7 @@ from tests.factories import (
     EvalContextFactory,
     SystemFactory,
     annotator,
+    join,
     make_study,
     researcher,
 )
@@ -20,19 +21,22 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def ann_client():
     client = APIClient()
-    client.force_authenticate(annotator(username="api-ann"))
+    client.user = annotator(username="api-ann")  # tests make it a member of their studies
+    client.force_authenticate(client.user)
     return client
 
 
 @pytest.fixture
 def res_client():
     client = APIClient()
-    client.force_authenticate(researcher(username="api-res"))
+    client.user = researcher(username="api-res")
+    client.force_authenticate(client.user)
     return client
 
 
 def test_annotator_flow_next_submit_progress(ann_client):
     study, _, _ = make_study(n_contexts=2, k=1)
+    join(study, ann_client.user)
     base = f"/api/annotator/studies/{study.pk}"
     seen = set()
     while True:
@@ -63,6 +67,7 @@ def test_next_item_answers_in_the_documented_shape(ann_client):
     from pairwise.api.serializers import NextItemSerializer
 
     study, _, _ = make_study(n_contexts=1, k=1)
+    join(study, ann_client.user)
     base = f"/api/annotator/studies/{study.pk}"
     body = ann_client.get(f"{base}/next/").json()
     documented = NextItemSerializer(data=body)
@@ -80,6 +85,7 @@ def test_next_item_answers_in_the_documented_shape(ann_client):
 
 def test_annotator_endpoints_answer_404_for_a_study_that_is_not_open(ann_client):
     closed, _, _ = make_study(n_contexts=1, status=Study.Status.CLOSED)
+    join(closed, ann_client.user)  # a member: the study being closed is what answers 404
     for study_id in (closed.pk, closed.pk + 1000):
         for path in ("next", "progress"):
             r = ann_client.get(f"/api/annotator/studies/{study_id}/{path}/")
@@ -88,6 +94,7 @@ def test_annotator_endpoints_answer_404_for_a_study_that_is_not_open(ann_client)
 
 def test_validation_errors_are_json_naming_the_field(ann_client):
     study, _, _ = make_study(n_contexts=1)
+    join(study, ann_client.user)
     base = f"/api/annotator/studies/{study.pk}"
     item = ann_client.get(f"{base}/next/").json()["item"]["id"]
     r = ann_client.post(
@@ -107,6 +114,7 @@ def test_expired_lease_is_a_409_with_a_message(ann_client):
     from pairwise.models import Lease
 
     study, _, _ = make_study(n_contexts=1)
+    join(study, ann_client.user)
     base = f"/api/annotator/studies/{study.pk}"
     item = ann_client.get(f"{base}/next/").json()["item"]["id"]
     Lease.objects.update(expires_at=timezone.now())
@@ -156,12 +164,13 @@ def test_bad_or_inactive_tokens_are_refused():
     user.is_active = False
     user.save()
     r = client.get("/api/annotator/studies/")
-    # 403, not 401: DRF answers 401 only when the first scheme (session) names a challenge
-    assert r.status_code == 403 and "inactive" in r.json()["detail"]
+    # 401 with a challenge: the token scheme comes first (a session names none)
+    assert r.status_code == 401 and "inactive" in r.json()["detail"]
+    assert r["WWW-Authenticate"] == "Token"
     stranger = APIClient()
     stranger.credentials(HTTP_AUTHORIZATION="Token not-a-token")
     r = stranger.get("/api/annotator/studies/")
-    assert r.status_code == 403 and r.json()["detail"] == "Invalid token."
+    assert r.status_code == 401 and r.json()["detail"] == "Invalid token."
 
 
 @pytest.mark.django_db(transaction=True)

@@ -24,6 +24,7 @@ from tests.factories import (
     EvalContextFactory,
     SystemFactory,
     annotator,
+    join,
     make_study,
     researcher,
 )
@@ -163,7 +164,8 @@ def test_min_pool_before_opening_and_repeats_once_open_are_on_the_study_page(cli
         "paper design", contexts=[EvalContextFactory()], pairs=[(care, b) for b in baselines]
     )
     assert exposure.min_pool(study) == 9  # from the design, before any item exists
-    client.force_login(researcher(username="rex"))
+    rex = researcher(study, username="rex")
+    client.force_login(rex)
     page = client.get(f"/studies/{study.pk}/").content.decode()
     assert 'id="min-pool"' in page and "<strong>9</strong>" in page
     assert str(study.seed) in page  # researchers can audit the seed
@@ -173,6 +175,7 @@ def test_min_pool_before_opening_and_repeats_once_open_are_on_the_study_page(cli
 
     small, _, _ = make_study(n_contexts=2, systems=SHARING_A, k=3, seed=107)
     take_turns(small, [annotator(username=f"p{i}") for i in range(3)])
+    join(small, rex, role="researcher")
     page = client.get(f"/studies/{small.pk}/").content.decode()
     n = exposure.repeat_exposures(small)
     assert n > 0 and f'id="repeat-exposures"><strong>{n}</strong>' in page
@@ -294,7 +297,7 @@ def test_a_client_duration_outside_the_lease_is_refused(bad):
 def test_the_api_stores_the_clients_seconds_apart_and_names_a_bad_value():
     study, _, _ = make_study(n_contexts=2, k=1, seed=113)
     client = Client()
-    client.force_login(annotator(username="api-timer"))
+    client.force_login(annotator(study, username="api-timer"))
     item = client.get(f"/api/annotator/studies/{study.pk}/next/").json()["item"]["id"]
     body = {"item": item, "choices": {c: "tie" for c in study.criteria}}
     url = f"/api/annotator/studies/{study.pk}/judgments/"

@@ -58,7 +58,7 @@ def _assert_blind(body: str, *, html: bool):
 
 def test_pages_and_api_reveal_no_system_or_row(planted):
     study, checkpoints = planted
-    user = annotator(username="blind-ann")
+    user = annotator(study, username="blind-ann")
     client = Client()
     client.force_login(user)
     bodies = []
@@ -97,7 +97,7 @@ def test_item_ids_are_opaque_and_unrelated_to_rows(planted):
 
 def test_annotators_never_see_other_annotators_judgments(planted):
     study, _ = planted
-    a, b = annotator(username="ann-a"), annotator(username="ann-b")
+    a, b = annotator(study, username="ann-a"), annotator(study, username="ann-b")
     item = allocation.next_item(study, a)
     allocation.submit(
         study, a, item.public_id, {c: "left" for c in study.criteria}, comment="ZZPRIVATECOMMENT"
@@ -171,7 +171,7 @@ def test_a_study_of_three_systems_sharing_a_shows_nothing_twice_and_nothing_reve
     clients = []
     for i in range(min_pool(study) + 1):
         client = Client()
-        client.force_login(annotator(username=f"pool{i}"))
+        client.force_login(annotator(study, username=f"pool{i}"))
         clients.append(client)
     seen: dict[int, list[str]] = {i: [] for i in range(len(clients))}
     bodies = []

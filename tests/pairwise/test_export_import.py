@@ -102,7 +102,7 @@ def test_bad_import_row_names_line_and_field_and_imports_nothing(tmp_path):
 def test_export_download_from_the_site_and_api():
     study = _judged_study()
     client = Client()
-    client.force_login(researcher(username="exp-res"))
+    client.force_login(researcher(study, username="exp-res"))
     r = client.get(f"/studies/{study.pk}/export/csv/")
     assert r.status_code == 200
     names = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))).namelist()
@@ -143,7 +143,7 @@ def test_pandalm_imported_as_outside_data_reproduces_the_published_numbers():
     assert sum(r["losses"] for r in items) == 472
     # the study page shows it like any other study
     client = Client()
-    client.force_login(researcher(username="pandalm-res"))
+    client.force_login(researcher(study, username="pandalm-res"))  # imported: no members yet
     page = client.get(f"/studies/{study.pk}/results/")
     assert page.status_code == 200 and "Fleiss" in page.content.decode()
 
@@ -267,7 +267,7 @@ def test_itt_beside_per_protocol_in_summary_page_api_and_every_export(tmp_path):
     assert (other["n"], other["wins"], other["losses"]) == (12, 8, 4)  # 6 + 2 won, 2 x 2 lost
 
     client = Client()
-    client.force_login(researcher(username="itt-res"))
+    client.force_login(researcher(study, username="itt-res"))
     api = client.get(f"/api/studies/{study.pk}/results/").json()
     assert _itt_overall(api["itt"], comparison)["win_rate"] == pytest.approx(8 / 12)
     assert api["availability"][0]["only_a_unusable"] == 1

@@ -191,7 +191,7 @@ def test_generated_responses_are_scored_without_generating_again():
     care.refresh_from_db()
     assert care.metrics["auto"][study.name]["D-1"] == results[care.label]["D-1"]
     client = Client()
-    client.force_login(researcher(username="score-res"))
+    client.force_login(researcher(study, username="score-res"))
     page = client.get(f"/studies/{study.pk}/").content.decode()
     assert 'id="metrics-table"' in page and "ACC_Stra" in page
 

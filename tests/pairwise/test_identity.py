@@ -92,7 +92,7 @@ def test_flagged_replies_are_kept_out_of_items_counted_and_listed(client):
     ]
     assert flagged[0]["text"] == "As CARE I suggest a walk." and flagged[0]["response_id"]
     assert studies.study_overview(study)["identity_flagged"] == 3
-    client.force_login(researcher(username="id-res"))
+    client.force_login(researcher(study, username="id-res"))
     page = client.get(f"/studies/{study.pk}/").content.decode()
     assert 'id="identity-flagged"' in page and "As a Llama model" in page
     assert "3 replies name a system" in page
@@ -163,6 +163,6 @@ def test_the_admin_refuses_a_bad_pattern():
 def test_study_page_renders_without_flags():
     study, *_ = _study_with_replies(["Hi."], ["Hello."])
     client = Client()
-    client.force_login(researcher(username="id-res2"))
+    client.force_login(researcher(study, username="id-res2"))
     page = client.get(f"/studies/{study.pk}/").content.decode()
     assert 'id="identity-count"' in page and 'id="identity-flagged"' not in page

@@ -29,7 +29,7 @@ def test_login_is_required_everywhere_but_healthz():
 def test_annotators_reach_only_annotator_pages():
     study, _, _ = make_study(n_contexts=1)
     client = Client()
-    client.force_login(annotator(username="v-ann"))
+    client.force_login(annotator(study, username="v-ann"))
     assert client.get("/").status_code == 200
     assert client.get(f"/study/{study.pk}/annotate/").status_code == 200
     for url in [
@@ -45,7 +45,7 @@ def test_annotators_reach_only_annotator_pages():
 def test_researchers_see_studies_and_results_but_do_not_judge():
     study, _, _ = make_study(n_contexts=2)
     client = Client()
-    client.force_login(researcher(username="v-res"))
+    client.force_login(researcher(study, username="v-res"))
     assert client.get("/").status_code == 302
     assert client.get(f"/studies/{study.pk}/").status_code == 200
     assert client.get(f"/studies/{study.pk}/results/").status_code == 200
@@ -57,7 +57,7 @@ def test_researchers_see_studies_and_results_but_do_not_judge():
 
 def test_annotate_page_submit_and_done_page():
     study, _, _ = make_study(n_contexts=1, k=1)
-    user = annotator(username="v-ann2")
+    user = annotator(study, username="v-ann2")
     client = Client()
     client.force_login(user)
     page = client.get(f"/study/{study.pk}/annotate/")
@@ -78,7 +78,7 @@ def test_annotate_page_submit_and_done_page():
 def test_incomplete_form_keeps_the_item_with_a_message():
     study, _, _ = make_study(n_contexts=1, k=1)
     client = Client()
-    client.force_login(annotator(username="v-ann3"))
+    client.force_login(annotator(study, username="v-ann3"))
     item_id = client.get(f"/study/{study.pk}/annotate/").context["item"]["id"]
     r = client.post(
         f"/study/{study.pk}/annotate/", {"item": item_id, "choice-0": "left"}, follow=True
@@ -91,7 +91,7 @@ def test_incomplete_form_keeps_the_item_with_a_message():
 def test_csrf_is_enforced_on_submit():
     study, _, _ = make_study(n_contexts=1)
     client = Client(enforce_csrf_checks=True)
-    client.force_login(annotator(username="v-ann4"))
+    client.force_login(annotator(study, username="v-ann4"))
     r = client.post(f"/study/{study.pk}/annotate/", {"item": "x"})
     assert r.status_code == 403
 
@@ -101,7 +101,7 @@ def test_guidelines_markdown_is_rendered_and_sanitised():
         n_contexts=1, guidelines="# Be kind\n\n**Judge** the reply.<script>alert(1)</script>"
     )
     client = Client()
-    client.force_login(annotator(username="v-ann5"))
+    client.force_login(annotator(study, username="v-ann5"))
     body = client.get(f"/study/{study.pk}/guidelines/").content.decode()
     assert "<h1>Be kind</h1>" in body and "<strong>Judge</strong>" in body
     assert "<script>alert(1)</script>" not in body
@@ -114,8 +114,8 @@ def test_malformed_ids_and_values_answer_404_or_400_naming_the_parameter():
     """Found by hand: these answered 500 (a database error, or a ValueError from the ORM)."""
     study, (care, esconv), _ = make_study(n_contexts=2, systems=("CARE", "ESConv"))
     ann, res = Client(), Client()
-    ann.force_login(annotator(username="bad-ann"))
-    res.force_login(researcher(username="bad-res"))
+    ann.force_login(annotator(study, username="bad-ann"))
+    res.force_login(researcher(study, username="bad-res"))
     for url in [
         f"/api/annotator/studies/{HUGE}/next/",
         f"/api/annotator/studies/{HUGE}/progress/",
