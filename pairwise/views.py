@@ -181,6 +181,9 @@ def _detail_page(
         }
         for invite in study.invites.select_related("study", "created_by")
     ]
+    planner = _planner(study, request.GET)
+    if "error" in planner and status == 200:
+        status = 400  # a planner field out of range; the page names it
     return render(
         request,
         "pairwise/study_detail.html",
@@ -198,9 +201,30 @@ def _detail_page(
             "invites": invites,
             "may_remove_owner": roles.is_admin(request.user),
             "errors": errors or {},
+            "planner": planner,
         },
         status=status,
     )
+
+
+def _planner(study: Study, params) -> dict:
+    """The study page's planner: prefilled from the study, recomputed from the GET form."""
+    from pairwise.services import export, power
+
+    defaults = export.plan_defaults(study)
+    inputs = {
+        "win_rate": power.DEFAULT_WIN_RATE,
+        "tie_share": power.DEFAULT_TIE_SHARE,
+        "alpha": power.DEFAULT_ALPHA,
+        "power": power.DEFAULT_POWER,
+        **defaults,
+        "icc": 0.0 if defaults["icc"] is None else round(defaults["icc"], 4),
+    }
+    inputs.update({k: params[k][:40] for k in inputs if params.get(k)})
+    try:
+        return {"inputs": inputs, "plan": power.plan_study(**inputs), "study_icc": defaults["icc"]}
+    except power.PlanError as exc:
+        return {"inputs": inputs, "error": str(exc), "study_icc": defaults["icc"]}
 
 
 @require_POST

@@ -278,6 +278,43 @@ class StudyViewSet(
         return APIResponse(summary)
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter("win_rate", float, description="expected non-tied win rate P"),
+            OpenApiParameter("tie_share", float, description="expected tie share T"),
+            OpenApiParameter("alpha", float, description="family-wise alpha A"),
+            OpenApiParameter("power", float, description="power B"),
+            OpenApiParameter("comparisons", int, description="M (default: the study's)"),
+            OpenApiParameter("k", int, description="annotators per item (default: the study's)"),
+            OpenApiParameter("icc", float, description="R (default: the study's ICC(1) or 0)"),
+        ],
+        responses=OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description="The planner's inputs and non_tied_judgments, judgments, items "
+            "(docs/statistics.md, Power planning)",
+        ),
+    )
+    @action(detail=True, methods=["get"])
+    def plan(self, request, pk=None):
+        from pairwise.services import export, power
+
+        study = self.get_object()
+        inputs = {
+            "win_rate": power.DEFAULT_WIN_RATE,
+            "tie_share": power.DEFAULT_TIE_SHARE,
+            "alpha": power.DEFAULT_ALPHA,
+            "power": power.DEFAULT_POWER,
+            **export.plan_defaults(study),
+        }
+        if inputs["icc"] is None:
+            inputs["icc"] = 0.0
+        inputs.update({k: v for k, v in request.query_params.items() if k in inputs})
+        try:
+            plan = power.plan_study(**inputs)
+        except power.PlanError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(plan.as_dict())
+
+    @extend_schema(
         parameters=[OpenApiParameter("fmt", str, enum=list(EXPORT_FORMATS), default="csv")],
         responses={(200, "application/zip"): OpenApiTypes.BINARY},
     )

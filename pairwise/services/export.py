@@ -32,7 +32,7 @@ from pairwise.models import (
     forget_open_items,
     recount_judgments,
 )
-from pairwise.services import audit, itt, stats
+from pairwise.services import audit, itt, power, stats
 from pairwise.services.checkpoints import check_checkpoint_ref, checkpoint_lookup
 from pairwise.services.eligibility import Eligibility
 from pairwise.services.longformat import (
@@ -45,7 +45,9 @@ from pairwise.services.longformat import (
 from pairwise.services.sampling import sampling_key
 
 log = logging.getLogger(__name__)
-FORMATS = ("csv", "json", "parquet")
+# "preferences": preferences.jsonl for preference training (services/preferences.py)
+PREFERENCES = "preferences"
+FORMATS = ("csv", "json", "parquet", PREFERENCES)
 GOLD_COMPARISON = "gold: reference vs control"
 # what annotators wrote, per judgment (repeated on its criteria's rows): after the long format's
 # own columns, which validate_long keeps as they are
@@ -222,7 +224,31 @@ def study_summary(study: Study, *, checkpoint: str | None = None, n_boot: int = 
         return _with_itt({"n_judgments": 0, "n_items": 0, "empty": True}, study, checkpoint)
     summary = stats.summarize(df, seed=study.seed, n_boot=n_boot)
     summary["simulated_judgments"] = int(df.loc[df["simulated"].astype(bool), "item_id"].size)
+    summary = _with_monitoring(summary, study, df)
     return _with_itt(summary, study, checkpoint)
+
+
+def _with_monitoring(summary: dict, study: Study, df: pd.DataFrame) -> dict:
+    """Add `monitoring`: per comparison x criterion, the anytime-valid 95% confidence sequence
+    of the non-tied win rate and the items the planner still expects (services/power.py)."""
+    icc = power.study_icc(df)
+    rows = power.monitoring_rows(summary, k=study.overlap_k, icc=icc)
+    summary["monitoring"] = stats._jsonable(rows)
+    summary.setdefault("meta", {}).update(
+        icc=stats._jsonable(icc), icc_estimator=power.ICC_ESTIMATOR, monitoring_rule=power.CS_RULE
+    )
+    return summary
+
+
+def plan_defaults(study: Study) -> dict:
+    """The planner's inputs that the study supplies: k, its number of comparisons, and the ICC
+    estimated from its judgments (None before there are enough)."""
+    icc = power.study_icc(long_dataframe(study))
+    return {
+        "k": study.overlap_k,
+        "comparisons": max(1, study.comparisons.count()),
+        "icc": stats._jsonable(icc),
+    }
 
 
 def itt_dataframe(summary: dict) -> pd.DataFrame:
@@ -271,19 +297,48 @@ def _write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
     return path
 
 
-def export_study(study: Study, fmt: str, out_dir: str | Path, *, actor=None) -> list[Path]:
+def export_study(
+    study: Study,
+    fmt: str,
+    out_dir: str | Path,
+    *,
+    actor=None,
+    keep_ties: bool = False,
+    include_simulated: bool = False,
+) -> list[Path]:
     """Write judgments, items, itt (intention-to-treat beside per-protocol rates), summary.json,
-    and the publication table (Markdown and LaTeX). `actor`: who exported, for the audit log."""
-    written = _write_export(study, fmt, out_dir)
+    and the publication table (Markdown and LaTeX); or, for fmt "preferences", preferences.jsonl
+    (`preferences.write_preferences`; `keep_ties` and `include_simulated` apply to it only).
+    `actor`: who exported, for the audit log."""
+    written = _write_export(
+        study, fmt, out_dir, keep_ties=keep_ties, include_simulated=include_simulated
+    )
     audit.record("export", study, actor, format=fmt, out=str(Path(out_dir).resolve()))
     return written
 
 
-def _write_export(study: Study, fmt: str, out_dir: str | Path) -> list[Path]:
+def _write_export(
+    study: Study,
+    fmt: str,
+    out_dir: str | Path,
+    *,
+    keep_ties: bool = False,
+    include_simulated: bool = False,
+) -> list[Path]:
     if fmt not in FORMATS:
         raise ValueError(f"format: {fmt!r} is not one of {list(FORMATS)}")
+    if fmt != PREFERENCES and (keep_ties or include_simulated):
+        raise ValueError(f"keep_ties, include_simulated: only with format {PREFERENCES!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if fmt == PREFERENCES:
+        from pairwise.services.preferences import write_preferences
+
+        path = write_preferences(
+            study, out, keep_ties=keep_ties, include_simulated=include_simulated
+        )
+        log.info("exported study %s preferences to %s", study.pk, path)
+        return [path]
     long_df = long_dataframe(study)
     summary = study_summary(study)
     written = [

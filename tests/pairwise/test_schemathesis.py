@@ -167,7 +167,7 @@ def _realistic(method: str, path: str, site: dict) -> list[dict]:
         ("GET", "/api/studies/{id}/export/"): [
             {**p, "query": {"fmt": f}}
             for p in every_study[:1]
-            for f in ("csv", "json", "parquet", "xlsx", "../..")
+            for f in ("csv", "json", "parquet", "preferences", "xlsx", "../..")
         ],
         ("POST", "/api/studies/{id}/members/"): [
             {**every_study[0], "body": {"usernames": ["fuzz-outsider"], "role": "annotator"}},
@@ -274,7 +274,7 @@ def test_schema_documents_the_errors_and_filters(api_schema):
     assert [p["name"] for p in results["parameters"] if p["in"] == "query"] == ["checkpoint"]
     export = spec["/api/studies/{id}/export/"]["get"]
     fmt = next(p for p in export["parameters"] if p["name"] == "fmt")
-    assert fmt["schema"]["enum"] == ["csv", "json", "parquet"]
+    assert fmt["schema"]["enum"] == ["csv", "json", "parquet", "preferences"]
     assert "application/zip" in export["responses"]["200"]["content"]
     submit = spec["/api/annotator/studies/{study_id}/judgments/"]["post"]
     assert {"200", "201", "400", "404", "409"} <= set(submit["responses"])
