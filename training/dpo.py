@@ -43,6 +43,7 @@ from training.lineage import (
 from training.sft import (
     final_loss,
     generation_record,
+    load_tokenizer,
     longest_completion_tokens,
     non_finite_guard,
     resolved_config,
@@ -172,12 +173,9 @@ def default_system_name(args: DPOArguments) -> str:
 def build_trainer(args: DPOArguments, training_args: Any, pairs: list[dict[str, Any]]):
     """A ``DPOTrainer`` on ``pairs``; the reference model is a frozen copy of the parent."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import DPOTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(args.model_name_or_path)
     return DPOTrainer(
         model=args.model_name_or_path,
         args=training_args,

