@@ -44,7 +44,7 @@ def _sql() -> str:
     # One statement: the token's user, one flag per role, whether the token is past its age
     # limit, and whether the account must change its password. Written out because the ORM
     # needs three queries (token with user, groups, profile) and spends more CPU building them
-    # than the database spends answering (docs/architecture.md, the hot path).
+    # than the database spends answering (bench/RESULTS.md, "Annotators").
     q = connection.ops.quote_name
     user_model = get_user_model()
     users, tokens = q(user_model._meta.db_table), q(Token._meta.db_table)
