@@ -18,6 +18,15 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 DEFAULT_CRITERIA = ["Fluency", "Identification", "Comforting", "Suggestion", "Overall"]
+# Verbatim definitions of the default criteria (after ESConv's human evaluation, Liu et al. 2021),
+# given to new studies that name a criterion without defining it.
+DEFAULT_DEFINITIONS = {
+    "Fluency": "Which reply reads more naturally and correctly?",
+    "Identification": "Which reply better recognises the seeker's situation and feelings?",
+    "Comforting": "Which reply is more comforting and supportive?",
+    "Suggestion": "Which reply offers more helpful, appropriate suggestions?",
+    "Overall": "Which reply would you rather the seeker received?",
+}
 CHOICES = ("left", "right", "tie")
 
 
@@ -182,6 +191,12 @@ class Study(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    guideline_sha256 = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="Hash of the current guidelines"
+    )
+    criteria_versions = models.JSONField(
+        default=dict, blank=True, editable=False, help_text="criterion -> its current version"
+    )
     open_items = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -209,6 +224,44 @@ class Study(models.Model):
     def annotator_title(self) -> str:
         """Study names often name the systems compared; annotators see this instead."""
         return self.public_title or f"Study {self.pk}"
+
+
+class Criterion(models.Model):
+    """One version of a study's criterion: its name and verbatim definition. Editing a criterion
+    once judgments exist adds a version; judgments keep the versions they were made under."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="criterion_versions")
+    name = models.CharField(max_length=100)
+    definition = models.TextField(blank=True, help_text="Verbatim, shown to annotators")
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "name", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "name", "version"], name="uniq_criterion")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class GuidelineVersion(models.Model):
+    """A study's guidelines as they were at some point, found by the SHA-256 of their text."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="guideline_versions")
+    sha256 = models.CharField(max_length=64)
+    text = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "sha256"], name="uniq_guideline_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"guidelines {self.sha256[:12]}"
 
 
 class Comparison(models.Model):
@@ -454,6 +507,12 @@ class Judgment(models.Model):
     )
     simulated = models.BooleanField(default=False)
     imported = models.BooleanField(default=False)
+    guideline_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="The guidelines it was made under"
+    )
+    criteria_versions = models.JSONField(
+        default=dict, blank=True, help_text="criterion -> the version it was made under"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -530,6 +589,16 @@ class Profile(models.Model):
     participant_id = models.CharField(
         max_length=100, blank=True, help_text="External participant id (e.g. Prolific PID)"
     )
+    # The evaluator profile a datasheet reports (HEDS section 4); every field optional.
+    expertise = models.CharField(max_length=200, blank=True, help_text='e.g. "PhD psychology"')
+    language = models.CharField(max_length=100, blank=True, help_text="e.g. native English")
+    paid = models.BooleanField(null=True, blank=True, help_text="Paid for the work; empty: unknown")
+    payment = models.CharField(max_length=100, blank=True, help_text='e.g. "15 GBP/hour"')
+    recruitment = models.CharField(max_length=200, blank=True, help_text="How recruited")
+    training = models.TextField(blank=True, help_text="Training given before judging")
+    is_author = models.BooleanField(
+        null=True, blank=True, help_text="An author of the study; empty: unknown"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -591,6 +660,9 @@ class StudyInvite(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     uses = models.PositiveIntegerField(default=0)
+    profile = models.JSONField(
+        default=dict, blank=True, help_text="Evaluator profile fields given to accounts it makes"
+    )
 
     class Meta:
         ordering = ["id"]
