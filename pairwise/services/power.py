@@ -1,6 +1,6 @@
 """Sample-size planning and anytime-valid monitoring of a pairwise study (issue #18, part 3).
 
-Pure functions, no ORM (like stats.py): `plan_study` turns an expected win rate into the numbers
+Pure functions, no ORM (like the stats package): `plan_study` turns an expected win rate into the numbers
 of non-tied judgments, judgments and items; `icc_oneway` estimates the intra-item correlation
 that the design effect needs; `confidence_sequence` is the beta-binomial mixture confidence
 sequence for the non-tied win rate, valid however often a researcher looks; `monitoring_rows`
