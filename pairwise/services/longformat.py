@@ -48,6 +48,7 @@ front, ``csv_safe``); ``read_long`` takes the quote off again (``csv_unescape``)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,24 @@ def _numbers(df: pd.DataFrame, col: str, lines: np.ndarray) -> pd.Series:
     return values
 
 
+@dataclass
+class _Table:
+    """What the validation rules share: the input (index reset), the normalised output being
+    built, each row's line number, and the parsed text columns."""
+
+    df: pd.DataFrame
+    lines: np.ndarray
+    out: pd.DataFrame
+    cols: dict[str, _Column] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.df)
+
+    def fail(self, mask: np.ndarray, field: str, message) -> None:
+        _fail_first(mask, self.lines, field, message, self.df)
+
+
 def validate_long(
     df: pd.DataFrame, *, first_line: int = 2, line_numbers: np.ndarray | None = None
 ) -> pd.DataFrame:
@@ -268,7 +287,8 @@ def validate_long(
 
     ``first_line`` is the line of the first data row in error messages (2 for CSV, whose header is
     line 1); ``line_numbers`` gives every row's line explicitly instead (used for JSON Lines).
-    Raises ``LongFormatError(row_number, field, message)`` at the first problem found.
+    Raises ``LongFormatError(row_number, field, message)`` at the first problem found: the rules
+    below run in this order, each one small function.
     """
     n = len(df)
     lines = (
@@ -276,166 +296,174 @@ def validate_long(
         if line_numbers is not None
         else np.arange(first_line, first_line + n, dtype=np.int64)
     )
+    _check_required_columns(df)
+    t = _Table(df.reset_index(drop=True), lines, pd.DataFrame(index=pd.RangeIndex(n)))
+    _check_text_columns(t)
+    side, choice = _check_sides_and_choices(t)
+    _check_two_systems(t)
+    _check_outcomes(t, side, choice)
+    _check_times(t)
+    _check_flags(t)
+    _check_gold(t)
+    _check_one_pair_per_item(t)
+    _check_no_duplicates(t)
+    extras = [c for c in t.df.columns if c not in LONG_COLUMNS]
+    result = t.out[LONG_COLUMNS]
+    if extras:
+        result = pd.concat([result, t.df[extras]], axis=1)
+    return result
+
+
+def _check_required_columns(df: pd.DataFrame) -> None:
     for col in REQUIRED_COLUMNS:
         if col not in df.columns:
             raise LongFormatError(1, col, f"required column missing; expected {REQUIRED_COLUMNS}")
-    df = df.reset_index(drop=True)
-    out = pd.DataFrame(index=pd.RangeIndex(n))
-    cols: dict[str, _Column] = {}
+
+
+def _check_text_columns(t: _Table) -> None:
+    """Required text columns are not empty; text columns become str ("" where empty)."""
     for col in _STR_COLUMNS:
-        if col not in df.columns:
-            out[col] = ""
+        if col not in t.df.columns:
+            t.out[col] = ""
             continue
-        s = df[col]
-        c = cols[col] = _Column(s)
+        s = t.df[col]
+        c = t.cols[col] = _Column(s)
         if col in REQUIRED_COLUMNS:
-            _fail_first(c.missing, lines, col, "is empty", df)
+            t.fail(c.missing, col, "is empty")
         if c.missing.any() or not pd.api.types.is_string_dtype(s):
             # astype(str) would turn a missing value into "nan"; keep it as "".
             s = s.astype(object).where(~c.missing, "").astype(str)
-        out[col] = s
+        t.out[col] = s
 
-    side = cols["a_side"].code_map({"left": 0, "right": 1})
-    choice = cols["choice"].code_map({c: i for i, c in enumerate(CHOICES)})
-    _fail_first(side < 0, lines, "a_side", lambda r: f"expected left|right, got {r.a_side!r}", df)
-    _fail_first(
-        choice < 0,
-        lines,
-        "choice",
-        lambda r: f"expected one of {'|'.join(CHOICES)}, got {r.choice!r}",
-        df,
-    )
 
-    ca, cb = cols["system_a"], cols["system_b"]
+def _check_sides_and_choices(t: _Table) -> tuple[np.ndarray, np.ndarray]:
+    """a_side is left|right and choice one of CHOICES; returns their codes."""
+    side = t.cols["a_side"].code_map({"left": 0, "right": 1})
+    choice = t.cols["choice"].code_map({c: i for i, c in enumerate(CHOICES)})
+    t.fail(side < 0, "a_side", lambda r: f"expected left|right, got {r.a_side!r}")
+    t.fail(choice < 0, "choice", lambda r: f"expected one of {'|'.join(CHOICES)}, got {r.choice!r}")
+    return side, choice
+
+
+def _check_two_systems(t: _Table) -> None:
+    """system_a differs from system_b (compared once per distinct pair)."""
+    ca, cb = t.cols["system_a"], t.cols["system_b"]
     pair = ca.codes.astype(np.int64) * (len(cb.values) + 1) + cb.codes
     uniq_pairs, first = np.unique(pair, return_index=True)
     same = [str(ca.values[ca.codes[i]]) == str(cb.values[cb.codes[i]]) for i in first]
-    _fail_first(
+    t.fail(
         np.isin(pair, uniq_pairs[np.array(same, dtype=bool)]),
-        lines,
         "system_b",
         "system_b equals system_a; a comparison needs two different systems",
-        df,
     )
 
+
+def _check_outcomes(t: _Table, side: np.ndarray, choice: np.ndarray) -> None:
+    """outcome, when given, is a|b|tie or empty and agrees with choice and a_side; it is derived."""
     # Unblind: choosing the side A was shown on is a win for A. Codes: 0 a, 1 b, 2 tie, -1 none.
     expected = np.where(choice == 2, 2, np.where(choice == 3, -1, np.where(choice == side, 0, 1)))
-    if "outcome" in df.columns:
-        given = _Column(df["outcome"]).code_map({o: i for i, o in enumerate(OUTCOMES)})
-        _fail_first(
-            given == -2,
-            lines,
-            "outcome",
-            lambda r: f"expected a|b|tie or empty, got {r.outcome!r}",
-            df,
-        )
-        _fail_first(
+    if "outcome" in t.df.columns:
+        given = _Column(t.df["outcome"]).code_map({o: i for i, o in enumerate(OUTCOMES)})
+        t.fail(given == -2, "outcome", lambda r: f"expected a|b|tie or empty, got {r.outcome!r}")
+        t.fail(
             given != expected,
-            lines,
             "outcome",
             lambda r: (
                 f"outcome {r.outcome!r} disagrees with choice {r.choice!r} and a_side "
                 f"{r.a_side!r} (expected "
                 f"{outcome_from_choice(r.choice, r.a_side) or 'empty'})"
             ),
-            df,
         )
-    out["outcome"] = pd.Series(np.array([*OUTCOMES, None], dtype=object)[expected], dtype=object)
+    t.out["outcome"] = pd.Series(np.array([*OUTCOMES, None], dtype=object)[expected], dtype=object)
 
-    out["seconds"] = _numbers(df, "seconds", lines)
-    _fail_first((out["seconds"] < 0).to_numpy(), lines, "seconds", "expected seconds >= 0", df)
-    client = _numbers(df, "client_seconds", lines)
-    _fail_first(
+
+def _check_times(t: _Table) -> None:
+    """seconds >= 0; client_seconds empty or > 0; prior_exposures 0, 1 or 2 (empty = 0)."""
+    t.out["seconds"] = _numbers(t.df, "seconds", t.lines)
+    t.fail((t.out["seconds"] < 0).to_numpy(), "seconds", "expected seconds >= 0")
+    client = _numbers(t.df, "client_seconds", t.lines)
+    t.fail(
         (client.notna() & ~(np.isfinite(client) & (client > 0))).to_numpy(),
-        lines,
         "client_seconds",
         lambda r: f"expected a number of seconds > 0 or empty, got {r['client_seconds']!r}",
-        df,
     )
-    out["client_seconds"] = client
-    prior = _numbers(df, "prior_exposures", lines).fillna(0.0)
-    _fail_first(
+    t.out["client_seconds"] = client
+    prior = _numbers(t.df, "prior_exposures", t.lines).fillna(0.0)
+    t.fail(
         ~prior.isin([0.0, 1.0, 2.0]).to_numpy(),
-        lines,
         "prior_exposures",
         lambda r: f"expected 0, 1 or 2 (replies seen before), got {r['prior_exposures']!r}",
-        df,
     )
-    out["prior_exposures"] = prior.astype(np.int64)
+    t.out["prior_exposures"] = prior.astype(np.int64)
 
+
+def _check_flags(t: _Table) -> None:
+    """is_gold and simulated are booleans (absent = False)."""
     for col in ("is_gold", "simulated"):
-        out[col] = _to_bool(df[col], lines, col) if col in df.columns else np.zeros(n, dtype=bool)
+        t.out[col] = (
+            _to_bool(t.df[col], t.lines, col) if col in t.df.columns else np.zeros(t.n, dtype=bool)
+        )
 
-    if "gold_expected" in df.columns:
-        g = _Column(df["gold_expected"])
-        g_code = g.code_map({"left": 0, "right": 1})
-        _fail_first(
+
+def _check_gold(t: _Table) -> None:
+    """gold_expected is left|right on gold rows and empty on the others."""
+    if "gold_expected" in t.df.columns:
+        g_code = _Column(t.df["gold_expected"]).code_map({"left": 0, "right": 1})
+        t.fail(
             g_code == -2,
-            lines,
             "gold_expected",
             lambda r: f"expected left|right or empty, got {r.gold_expected!r}",
-            df,
         )
     else:
-        g_code = np.full(n, -1)
-    is_gold = out["is_gold"].to_numpy()
-    _fail_first(
+        g_code = np.full(t.n, -1)
+    is_gold = t.out["is_gold"].to_numpy()
+    t.fail(
         is_gold & (g_code < 0),
-        lines,
         "gold_expected",
         "gold item without gold_expected; expected left|right",
-        df,
     )
-    _fail_first(
-        ~is_gold & (g_code >= 0),
-        lines,
-        "gold_expected",
-        "gold_expected set on a row with is_gold false",
-        df,
+    t.fail(
+        ~is_gold & (g_code >= 0), "gold_expected", "gold_expected set on a row with is_gold false"
     )
-    out["gold_expected"] = pd.Series(
+    t.out["gold_expected"] = pd.Series(
         np.array(["left", "right", None], dtype=object)[g_code], dtype=object
     )
 
-    # One item, one comparison, and one (system_a, system_b) per comparison: anything else is
-    # a merge error upstream and would silently mix two pairs in one row of the results.
-    for key, field in (
+
+def _check_one_pair_per_item(t: _Table) -> None:
+    """One item, one comparison, and one (system_a, system_b) per comparison: anything else is
+    a merge error upstream and would silently mix two pairs in one row of the results."""
+    for key, field_ in (
         ("item_id", "comparison"),
         ("comparison", "system_a"),
         ("comparison", "system_b"),
     ):
-        key_codes, field_codes = cols[key].codes, cols[field].codes
+        key_codes, field_codes = t.cols[key].codes, t.cols[field_].codes
         first_row = np.unique(key_codes, return_index=True)[1]
-        first_of_key = np.empty(key_codes.max() + 1 if n else 0, dtype=np.int64)
+        first_of_key = np.empty(key_codes.max() + 1 if t.n else 0, dtype=np.int64)
         first_of_key[key_codes[first_row]] = field_codes[first_row]
-        _fail_first(
+        t.fail(
             field_codes != first_of_key[key_codes],
-            lines,
-            field,
-            lambda r, k=key, f=field: f"{k} {r[k]!r} appears with more than one {f}",
-            df,
+            field_,
+            lambda r, k=key, f=field_: f"{k} {r[k]!r} appears with more than one {f}",
         )
+
+
+def _check_no_duplicates(t: _Table) -> None:
+    """No (item_id, annotator, criterion) twice."""
     item_c, ann_c, crit_c = (
-        cols[c].codes.astype(np.int64) for c in ("item_id", "annotator", "criterion")
+        t.cols[c].codes.astype(np.int64) for c in ("item_id", "annotator", "criterion")
     )
-    n_ann, n_crit = len(cols["annotator"].values), len(cols["criterion"].values)
+    n_ann, n_crit = len(t.cols["annotator"].values), len(t.cols["criterion"].values)
     dup = pd.Series((item_c * n_ann + ann_c) * n_crit + crit_c).duplicated(keep="first")
-    _fail_first(
+    t.fail(
         dup.to_numpy(),
-        lines,
         "item_id",
         lambda r: (
             f"duplicate judgment: item {r.item_id!r}, annotator {r.annotator!r}, "
             f"criterion {r.criterion!r} already appeared on an earlier line"
         ),
-        df,
     )
-
-    extras = [c for c in df.columns if c not in LONG_COLUMNS]
-    result = out[LONG_COLUMNS]
-    if extras:
-        result = pd.concat([result, df[extras]], axis=1)
-    return result
 
 
 def read_long(path: str | Path) -> pd.DataFrame:
