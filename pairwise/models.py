@@ -27,7 +27,6 @@ DEFAULT_DEFINITIONS = {
     "Suggestion": "Which reply offers more helpful, appropriate suggestions?",
     "Overall": "Which reply would you rather the seeker received?",
 }
-CHOICES = ("left", "right", "tie")
 
 
 def _opaque_id() -> str:

@@ -35,7 +35,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from pairwise.models import (
-    CHOICES,
     ComparisonItem,
     EvalContext,
     Exposure,
@@ -44,6 +43,7 @@ from pairwise.models import (
     Response,
     Study,
 )
+from pairwise.outcomes import CHOICES
 
 log = logging.getLogger(__name__)
 CANDIDATES = 8  # rows considered per attempt; more than enough for skip_locked contention

@@ -54,6 +54,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pairwise.outcomes import LONG_CHOICES as CHOICES
+from pairwise.outcomes import OUTCOMES, outcome_from_choice
+
 LONG_COLUMNS: list[str] = [
     "study",
     "item_id",
@@ -86,9 +89,6 @@ REQUIRED_COLUMNS: list[str] = [
     "criterion",
     "choice",
 ]
-SIDES = ("left", "right")
-CHOICES = ("left", "right", "tie", "cannot_judge")
-OUTCOMES = ("a", "b", "tie")
 
 _STR_COLUMNS = [
     "study",
@@ -145,25 +145,6 @@ class LongFormatError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"line {row_number}, field {field!r}: {message}")
-
-
-def outcome_from_choice(choice: str, a_side: str) -> str | None:
-    """Unblind one answer: the outcome from system A's side.
-
-    >>> outcome_from_choice("left", "left"), outcome_from_choice("left", "right")
-    ('a', 'b')
-    >>> outcome_from_choice("tie", "right"), outcome_from_choice("cannot_judge", "left")
-    ('tie', None)
-    """
-    if a_side not in SIDES:
-        raise ValueError(f"a_side must be one of {SIDES}, got {a_side!r}")
-    if choice == "tie":
-        return "tie"
-    if choice == "cannot_judge":
-        return None
-    if choice in SIDES:
-        return "a" if choice == a_side else "b"
-    raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
 
 
 class _Column:

@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from pairwise.outcomes import outcome_from_choice
+
 PREFERENCES_FILE = "preferences.jsonl"
 ROW_KEYS = (
     "prompt",
@@ -43,21 +45,6 @@ ROW_KEYS = (
     "checkpoint_chosen_id",
     "checkpoint_rejected_id",
 )
-
-
-def _outcome(choice: str, a_side: str) -> str | None:
-    """A blinded choice ("left", "right", "tie") seen from A's side: "a", "b" or "tie".
-
-    >>> _outcome("left", "right"), _outcome("right", "right"), _outcome("tie", "left")
-    ('b', 'a', 'tie')
-    >>> _outcome("cannot_judge", "left") is None
-    True
-    """
-    if choice == "tie":
-        return "tie"
-    if choice in ("left", "right"):
-        return "a" if choice == a_side else "b"
-    return None
 
 
 def majority(outcomes: Iterable[str]) -> tuple[str, float, int]:
@@ -100,7 +87,7 @@ def preference_rows(
     df = judgments[~judgments["is_gold"].astype(bool)]
     if not include_simulated:
         df = df[~df["simulated"].astype(bool)]
-    outcomes = [_outcome(c, s) for c, s in zip(df["choice"], df["a_side"], strict=True)]
+    outcomes = [outcome_from_choice(c, s) for c, s in zip(df["choice"], df["a_side"], strict=True)]
     df = df.assign(_outcome=outcomes).dropna(subset=["_outcome"])
     rows = []
     for (item_id, criterion), group in df.groupby(["item_id", "criterion"], sort=False):

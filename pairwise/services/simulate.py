@@ -14,10 +14,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from pairwise.models import Study
+from pairwise.outcomes import OUTCOMES
 from pairwise.roles import ANNOTATOR
 from pairwise.services import access, allocation
-
-OUTCOMES = ("a", "b", "tie")
 
 
 def simulated_annotators(n: int) -> list:

@@ -19,6 +19,7 @@ Conventions used throughout:
 * Every table names its ``unit`` ("judgments" or "items") and its ``denominator``.
 """
 
+from pairwise.outcomes import OUTCOMES
 from pairwise.services.stats.agreement import (
     cohen_kappa,
     fleiss_kappa,
@@ -28,7 +29,6 @@ from pairwise.services.stats.common import (
     ALL,
     LOW_GOLD_MIN_N,
     LOW_GOLD_RATE,
-    OUTCOMES,
     OVERALL,
     TOO_FAST_FLOOR_S,
     TOO_FAST_FRACTION,

@@ -11,7 +11,6 @@ import pandas as pd
 from scipy.stats import binomtest
 from statsmodels.stats.proportion import proportion_confint
 
-OUTCOMES = ("a", "b", "tie")
 ALL = "(all)"  # wildcard value of a grouping column in a pooled row
 OVERALL = "Overall"
 TOO_FAST_FLOOR_S = 3.0

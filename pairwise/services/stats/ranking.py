@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from pairwise.services.stats.common import OUTCOMES
+from pairwise.outcomes import OUTCOMES
 
 _RIDGE = 1e-6  # keeps Bradley-Terry finite when a system never wins or never loses
 
