@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from bench.annotators import populate
+from pairwise.bulk import populate
 from pairwise.models import ComparisonItem, Judgment, Study
 from pairwise.services import allocation
 
