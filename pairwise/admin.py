@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import TokenProxy
 
 from pairwise import models as m
 from pairwise import roles
-from pairwise.services import accounts, export, generation, identity, studies
+from pairwise.services import accounts, counters, criteria, export, generation, identity, studies
 
 
 @admin.register(m.System)
@@ -107,6 +107,11 @@ class StudyAdmin(admin.ModelAdmin):
     inlines = [ComparisonInline, StudyMemberInline, StudyInviteInline]
     filter_horizontal = ("contexts",)
     actions = ["open_selected", "close_selected", "export_csv", "export_json", "export_parquet"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # new guidelines, or a criterion added here, get their versions (services/criteria.py)
+        criteria.sync_study(obj)
 
     @admin.display(description="items complete / total")
     def progress(self, obj):
@@ -287,7 +292,56 @@ class JudgmentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:  # made here, not by submit: the item's count must include it
-            m.forget_open_items(m.recount_judgments(obj.item_id))
+            counters.forget_open_items(counters.recount_judgments(obj.item_id))
+
+
+@admin.register(m.Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    """Accounts' profiles: the evaluator fields a datasheet reports (services/evaluators.py; no
+    field required) beside the participant id and the password lifecycle."""
+
+    list_display = ("user", "expertise", "language", "paid", "recruitment", "is_author")
+    list_filter = ("paid", "is_author", "language")
+    search_fields = ("user__username", "participant_id", "expertise", "recruitment")
+    fields = (
+        "user",
+        "participant_id",
+        "expertise",
+        "language",
+        "paid",
+        "payment",
+        "recruitment",
+        "training",
+        "is_author",
+        "must_change_password",
+        "password_expires_at",
+    )
+    readonly_fields = ("user", "must_change_password", "password_expires_at")
+
+    def has_add_permission(self, request):
+        return False  # made with the account (invite_annotators, /join/, set_profile)
+
+
+@admin.register(m.Criterion)
+class CriterionAdmin(admin.ModelAdmin):
+    """Read-only: an edit goes through `criteria.edit_criterion` (the study page, the API or
+    `edit_criteria`), which makes a new version once judgments used the current one."""
+
+    list_display = ("study", "name", "version", "definition", "created_at")
+    list_filter = ("study",)
+    search_fields = ("name", "definition")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(m.GuidelineVersion)
+class GuidelineVersionAdmin(CriterionAdmin):
+    list_display = ("study", "sha256", "created_at")
+    search_fields = ("sha256", "text")
 
 
 @admin.register(m.TaskProbe)

@@ -45,6 +45,7 @@ def populate(
     from rest_framework.authtoken.models import Token
 
     from pairwise import models as m
+    from pairwise.services import counters
     from pairwise.services.sampling import sampling_key
 
     call_command("migrate", verbosity=0)
@@ -155,7 +156,7 @@ def populate(
         ],
         batch_size=5000,
     )
-    m.ComparisonItem.objects.filter(pk__in=[i.pk for i in done]).update(judgment_count=k)
+    counters.set_judgment_counts([i.pk for i in done], k)
     with __import__("django.db", fromlist=["connection"]).connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would give a live site
     return study.pk, [t.key for t in tokens]

@@ -12,7 +12,7 @@ import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -183,6 +183,11 @@ class Study(models.Model):
     )
     quota_per_annotator = models.PositiveIntegerField(null=True, blank=True)
     gold_share = models.FloatField(default=0.0, help_text="Share of gold items shown (0-0.5)")
+    repeat_share = models.FloatField(
+        default=0.0,
+        help_text="Share of judged items shown again later, sides swapped (0-0.5): "
+        "intra-annotator agreement",
+    )
     lease_ttl_seconds = models.PositiveIntegerField(
         default=default_lease_ttl, help_text="Seconds an annotator holds an item"
     )
@@ -477,7 +482,8 @@ class Exposure(models.Model):
 
 class Judgment(models.Model):
     """One annotator's verdict on one item. `allocation.submit` makes them and keeps the item's
-    judgment_count; any other writer calls `recount_judgments` (a deletion does, by signal)."""
+    judgment_count; any other writer calls `counters.recount_judgments` (a deletion does, by
+    signal)."""
 
     item = models.ForeignKey(ComparisonItem, on_delete=models.PROTECT, related_name="judgments")
     # The item's study, kept on the judgment (set by save) so that an annotator's judgments in a
@@ -544,32 +550,21 @@ class TaskProbe(models.Model):
         return self.marker
 
 
-def forget_open_items(study_id: int) -> None:
-    """Items were added, removed or recounted outside the allocator: count them again."""
-    Study.objects.filter(pk=study_id).update(open_items=None)
-
-
-def recount_judgments(item_id: int) -> int:
-    """Judgments were added or removed outside `allocation.submit` (which keeps the count itself):
-    count the item's judgments again, under its row lock. Returns the item's study id; the caller
-    then has the study recount its open items (`forget_open_items`), once for many items."""
-    with transaction.atomic():
-        item = ComparisonItem.objects.select_for_update().only("study_id").get(pk=item_id)
-        n = Judgment.objects.filter(item_id=item_id).count()
-        ComparisonItem.objects.filter(pk=item_id).update(judgment_count=n)
-    return item.study_id
-
-
+# The cached counters have one owner, services/counters.py; these signals call it.
 @receiver([post_save, post_delete], sender=ComparisonItem)
 def _items_changed(sender, instance, created=True, **kwargs):
+    from pairwise.services import counters
+
     if created:
-        forget_open_items(instance.study_id)
+        counters.forget_open_items(instance.study_id)
 
 
 @receiver(post_delete, sender=Judgment)
 def _judgment_deleted(sender, instance, **kwargs):
+    from pairwise.services import counters
+
     # an admin (or a shell) removed a judgment: the item needs one more again
-    forget_open_items(recount_judgments(instance.item_id))
+    counters.forget_open_items(counters.recount_judgments(instance.item_id))
 
 
 class Profile(models.Model):
@@ -685,3 +680,7 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# kept in its own module (this one is long); imported here so Django registers it
+from pairwise.models_repeats import Repeat  # noqa: E402, F401

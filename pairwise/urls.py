@@ -1,6 +1,6 @@
 from django.urls import path
 
-from pairwise import converters, views  # noqa: F401 (registers <id:>)
+from pairwise import converters, criteria_views, views  # noqa: F401 (registers <id:>)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,8 +10,10 @@ urlpatterns = [
     path("studies/<id:study_id>/", views.study_detail, name="study-detail"),
     path("studies/<id:study_id>/requeue/", views.study_requeue, name="study-requeue"),
     path("studies/<id:study_id>/results/", views.study_results, name="study-results"),
+    path("studies/<id:study_id>/items/", views.study_items, name="study-items"),
     path("studies/<id:study_id>/export/<str:fmt>/", views.study_export, name="study-export"),
     path("studies/<id:study_id>/members/", views.study_members, name="study-members"),
+    path("studies/<id:study_id>/criteria/", criteria_views.study_criteria, name="study-criteria"),
     path("studies/<id:study_id>/invites/", views.study_invites, name="study-invites"),
     path(
         "studies/<id:study_id>/invites/<id:invite_id>/revoke/",

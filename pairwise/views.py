@@ -26,7 +26,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from pairwise import roles
 from pairwise.models import Study, StudyInvite
-from pairwise.services import access, allocation, health
+from pairwise.services import access, allocation, criteria, evaluators, health
 from pairwise.services.blind import blind_item
 
 
@@ -87,7 +87,11 @@ def guidelines(request: HttpRequest, study_id: int) -> HttpResponse:
     return render(
         request,
         "pairwise/guidelines.html",
-        {"study": study, "guidelines_html": render_markdown(study.guidelines)},
+        {
+            "study": study,
+            "guidelines_html": render_markdown(study.guidelines),
+            "criteria": criteria.definitions(study),
+        },
     )
 
 
@@ -119,7 +123,7 @@ def annotate(request: HttpRequest, study_id: int) -> HttpResponse:
         {
             "study": study,
             "item": blind_item(item),
-            "criteria": study.criteria,
+            "criteria": criteria.definitions(study),  # [{name, definition}], cached per process
             "progress": progress,
             "position": progress.done + 1,
             "lease_expires": item.lease_expires_at,  # set by next_item
@@ -181,6 +185,9 @@ def _detail_page(
         }
         for invite in study.invites.select_related("study", "created_by")
     ]
+    from pairwise.criteria_views import detail_context
+
+    members = access.members(study)
     planner = _planner(study, request.GET)
     if "error" in planner and status == 200:
         status = 400  # a planner field out of range; the page names it
@@ -196,7 +203,8 @@ def _detail_page(
             "metric_keys": METRIC_KEYS,
             "metrics": scoring.study_metrics(study),
             "checkpoints": Checkpoint.objects.select_related("system").filter(system__kind="model"),
-            "members": access.members(study),
+            "members": members,
+            **detail_context(study, members),  # criteria, guidelines, profiles
             "member_roles": access.ASSIGNABLE_ROLES,
             "invites": invites,
             "may_remove_owner": roles.is_admin(request.user),
@@ -242,8 +250,14 @@ def study_members(request: HttpRequest, study_id: int) -> HttpResponse:
         elif action == "remove":
             access.remove_members(study, names, by=request.user)
             messages.success(request, f"Removed {', '.join(names)}.")
+        elif action == "profile":  # one member's evaluator profile (criteria_views.py)
+            from pairwise.criteria_views import member_profile
+
+            return member_profile(request, study)
         else:
-            raise access.AccessError(f"action: expected 'add' or 'remove', got {action[:20]!r}")
+            raise access.AccessError(
+                f"action: expected 'add', 'remove' or 'profile', got {action[:20]!r}"
+            )
     except access.AccessError as exc:
         return _detail_page(request, study, errors={"members": str(exc)}, status=400)
     return redirect(reverse("study-detail", args=[study.pk]) + "#members")
@@ -262,8 +276,9 @@ def study_invites(request: HttpRequest, study_id: int) -> HttpResponse:
             request.user,
             completion_code=request.POST.get("completion_code", ""),
             expires_in_days=int(days) if days else None,
+            profile=evaluators.profile_from_form(request.POST),
         )
-    except access.AccessError as exc:
+    except (access.AccessError, evaluators.ProfileError) as exc:
         return _detail_page(request, study, errors={"invites": str(exc)}, status=400)
     messages.success(request, "Invite link created. Share it; revoke it here when you are done.")
     return redirect(reverse("study-detail", args=[study.pk]) + "#invites")
@@ -308,6 +323,24 @@ def study_results(request: HttpRequest, study_id: int) -> HttpResponse:
     except ValueError as exc:  # a filter that names no checkpoint: 400, naming it
         return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     return render(request, "pairwise/results.html", {"study": study, **context})
+
+
+def study_items(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The item browser: filtered items with context, replies, CARE nodes and judgments."""
+    from pairwise.services import browser
+
+    study = _managed_study(request, study_id)
+    names = ("comparison", "outcome", "agreement", "has_comment", "criterion", "page")
+    params = {k: request.GET.get(k, "")[:100] for k in names}
+    try:
+        found = browser.browse_items(study, **params)
+    except browser.BrowseError as exc:  # a bad filter: 400, naming it
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    return render(
+        request,
+        "pairwise/study_items.html",
+        {"study": study, "found": found, **browser.page_context(found)},
+    )
 
 
 def study_export(request: HttpRequest, study_id: int, fmt: str) -> FileResponse:

@@ -49,6 +49,16 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture
+def counters_agree(db):
+    """For the allocation and import tests: after the test, every cached counter
+    (judgment_count, open_items) equals a recount of the rows."""
+    yield
+    from pairwise.services import counters
+
+    assert counters.drift() == []
+
+
+@pytest.fixture
 def annotators(db):
     from tests.factories import annotator
 

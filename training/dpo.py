@@ -40,6 +40,7 @@ from training.lineage import (
     sha256_file,
     write_lineage,
 )
+from training.progress import progress_callbacks
 from training.sft import (
     final_loss,
     generation_record,
@@ -181,7 +182,7 @@ def build_trainer(args: DPOArguments, training_args: Any, pairs: list[dict[str, 
         args=training_args,
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
-        callbacks=[non_finite_guard()],
+        callbacks=[non_finite_guard(), *progress_callbacks()],
     )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from training.care_format import canonical_strategy
 from training.lineage import checkpoint_generation_defaults, parent_info, write_lineage
+from training.progress import progress_callbacks
 from training.prompts import to_messages
 from training.rewards import DEFAULT_MAX_REPLY_WORDS, REWARD_FUNCS
 from training.sft import (
@@ -154,7 +155,7 @@ def build_trainer(
         args=training_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[non_finite_guard()],
+        callbacks=[non_finite_guard(), *progress_callbacks()],
     )
     try:
         trainer = GRPOTrainer(**kwargs)

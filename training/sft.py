@@ -39,6 +39,7 @@ from training.lineage import (
     sha256_file,
     write_lineage,
 )
+from training.progress import progress_callbacks
 from training.prompts import to_messages
 
 logger = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ def build_trainer(
         args=training_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[non_finite_guard()],
+        callbacks=[non_finite_guard(), *progress_callbacks()],
     )
 
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from pairwise.api.criteria import (
+    CriteriaInputField,
+    CriterionDefinitionSerializer,
+    ProfileSerializer,
+)
 from pairwise.models import Checkpoint, Study
 
 
@@ -28,6 +34,9 @@ class NextItemSerializer(serializers.Serializer):
     done = serializers.BooleanField(help_text="True when nothing is left for you")
     item = BlindItemSerializer(required=False)
     lease_expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    criteria = CriterionDefinitionSerializer(
+        many=True, required=False, help_text="The criteria to judge, with their definitions"
+    )
     progress = ProgressSerializer()
 
 
@@ -81,10 +90,13 @@ class StudySerializer(serializers.ModelSerializer):
             "seed",
             "quota_per_annotator",
             "gold_share",
+            "repeat_share",
             "exposure",
             "identity_patterns",
             "allow_truncated",
             "gold_controls",
+            "guideline_sha256",
+            "criteria_versions",
             "comparisons",
             "progress",
             "blinding",
@@ -125,12 +137,19 @@ class StudyCreateSerializer(serializers.Serializer):
         allow_empty=False,
         help_text='[[A, B], ...]: checkpoint ids, "System vN" or "System" (its latest)',
     )
-    criteria = serializers.ListField(child=serializers.CharField(), required=False)
+    criteria = CriteriaInputField(required=False)
     overlap_k = serializers.IntegerField(min_value=1, default=3)
     guidelines = serializers.CharField(required=False, allow_blank=True, default="")
     sampling = serializers.DictField(required=False)
     quota_per_annotator = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     gold_share = serializers.FloatField(min_value=0, max_value=0.5, default=0.0)
+    repeat_share = serializers.FloatField(
+        min_value=0,
+        max_value=0.5,
+        default=0.0,
+        help_text="Share of judged items shown to the annotator again later, sides swapped "
+        "(intra-annotator agreement)",
+    )
     seed = serializers.IntegerField(
         min_value=0,
         max_value=2**63 - 1,
@@ -230,6 +249,14 @@ class MemberSerializer(serializers.Serializer):
     )
     added_by = serializers.CharField(source="added_by.username", default=None, allow_null=True)
     created_at = serializers.DateTimeField()
+    profile = serializers.SerializerMethodField(help_text="The evaluator profile")
+
+    @extend_schema_field(ProfileSerializer)
+    def get_profile(self, member) -> dict:
+        from pairwise.services.evaluators import profile_of
+
+        known = self.context.get("profiles", {})
+        return known[member.user_id] if member.user_id in known else profile_of(member.user)
 
 
 class AddMembersSerializer(serializers.Serializer):
@@ -240,6 +267,9 @@ class AddMembersSerializer(serializers.Serializer):
         choices=["annotator", "researcher"],
         default="annotator",
         help_text="Annotators judge the study; researchers see, manage and export it",
+    )
+    profile = ProfileSerializer(
+        required=False, help_text="Evaluator profile fields recorded on every account added"
     )
 
 
@@ -254,6 +284,7 @@ class InviteSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
+    profile = serializers.DictField(help_text="Evaluator profile fields it gives new accounts")
 
     def get_url(self, invite) -> str:
         return self.context["url"]
@@ -270,4 +301,7 @@ class CreateInviteSerializer(serializers.Serializer):
     )
     expires_in_days = serializers.IntegerField(
         min_value=1, max_value=365, required=False, allow_null=True
+    )
+    profile = ProfileSerializer(
+        required=False, help_text="Evaluator profile fields given to the accounts it makes"
     )

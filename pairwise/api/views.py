@@ -18,10 +18,12 @@ from rest_framework.response import Response as APIResponse
 from rest_framework.views import APIView
 
 from pairwise.api import serializers as s
+from pairwise.api.browser_serializers import ItemPageSerializer
+from pairwise.api.criteria import CriteriaActions
 from pairwise.api.schema import FIELD_ERRORS
 from pairwise.converters import ID_REGEX
 from pairwise.models import Checkpoint, EvalContext, Study, StudyInvite
-from pairwise.services import access, allocation, generation, studies
+from pairwise.services import access, allocation, browser, criteria, evaluators, generation, studies
 from pairwise.services.blind import blind_item
 from pairwise.services.checkpoints import resolve_checkpoint
 from pairwise.services.export import FORMATS as EXPORT_FORMATS
@@ -90,6 +92,7 @@ class NextItemView(APIView):
         if item is not None:
             body["item"] = blind_item(item)
             body["lease_expires_at"] = item.lease_expires_at  # set by next_item
+            body["criteria"] = criteria.definitions(study)  # cached per process: no query
         # The body is built from plain values in NextItemSerializer's shape (a test holds it
         # to the schema); running it through the serializer cost ~1 ms per request.
         return APIResponse(body)
@@ -147,6 +150,7 @@ class ProgressView(APIView):
 
 
 class StudyViewSet(
+    CriteriaActions,
     mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -194,6 +198,7 @@ class StudyViewSet(
                 sampling=v.get("sampling"),
                 quota_per_annotator=v.get("quota_per_annotator"),
                 gold_share=v.get("gold_share", 0.0),
+                repeat_share=v.get("repeat_share", 0.0),
                 seed=v.get("seed"),
                 exposure=v.get("exposure", Study.ExposureRule.RESPONSE),
                 identity_patterns=v.get("identity_patterns"),
@@ -263,7 +268,9 @@ class StudyViewSet(
             )
         ],
         responses=OpenApiResponse(
-            OpenApiTypes.OBJECT, description="Win rates, agreement and intention-to-treat rows"
+            OpenApiTypes.OBJECT,
+            description="Win rates, agreement, intention-to-treat rows and the length-controlled "
+            "ranking (`length`; docs/statistics.md)",
         ),
     )
     @action(detail=True, methods=["get"])
@@ -315,6 +322,30 @@ class StudyViewSet(
         return APIResponse(plan.as_dict())
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter("comparison", str, description='A comparison id, or "gold"'),
+            OpenApiParameter("outcome", str, enum=list(browser.OUTCOMES)),
+            OpenApiParameter("agreement", str, enum=list(browser.AGREEMENT_LEVELS)),
+            OpenApiParameter("has_comment", bool, description="Some judgment has a comment"),
+            OpenApiParameter("criterion", str, description='Default "Overall", else the last'),
+            OpenApiParameter("page", int, description="25 items a page, from 1"),
+        ],
+        responses={200: ItemPageSerializer, 400: FIELD_ERRORS},
+    )
+    @action(detail=True, methods=["get"])
+    def items(self, request, pk=None):
+        """The item browser (services/browser.py): the study's items with their context, both
+        replies (system, checkpoint, CARE nodes and parse status) and every judgment (answers
+        from A's side, comment, seconds), filtered and paginated."""
+        study = self.get_object()
+        names = ("comparison", "outcome", "agreement", "has_comment", "criterion", "page")
+        try:
+            found = browser.browse_items(study, **{k: request.query_params.get(k) for k in names})
+        except browser.BrowseError as exc:
+            raise _field_error(exc) from None
+        return APIResponse(found)
+
+    @extend_schema(
         parameters=[OpenApiParameter("fmt", str, enum=list(EXPORT_FORMATS), default="csv")],
         responses={(200, "application/zip"): OpenApiTypes.BINARY},
     )
@@ -335,10 +366,47 @@ class StudyViewSet(
             filename=f"study-{study.pk}-{fmt}.zip",
         )
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "fmt", str, enum=["json", "md"], default="json", description="md: Markdown"
+            )
+        ],
+        responses={
+            (200, "application/json"): OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="The evaluation datasheet (HEDS 3.0): systems, sample, evaluators, "
+                "design, criteria, quality_control, results, ethics (docs/statistics.md)",
+            ),
+            (200, "text/markdown"): OpenApiResponse(
+                OpenApiTypes.STR, description="The same datasheet as Markdown"
+            ),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def datasheet(self, request, pk=None):
+        from django.http import HttpResponse
+
+        from pairwise.services import datasheet
+
+        study = self.get_object()
+        # not `format`: DRF reserves that query parameter for choosing a renderer
+        fmt = request.query_params.get("fmt", "json")
+        if fmt not in ("json", "md"):
+            raise ValidationError({"fmt": ["expected one of ['json', 'md']"]})
+        ds = datasheet.build_datasheet(study)
+        if fmt == "md":
+            return HttpResponse(
+                datasheet.render_markdown(ds), content_type="text/markdown; charset=utf-8"
+            )
+        return APIResponse(ds)
+
     # --- members and invite links (services/access.py) ---
 
     def _member_list(self, study: Study):
-        return s.MemberSerializer(access.members(study), many=True).data
+        found = access.members(study)
+        context = {"profiles": evaluators.member_profiles(found)}
+        return s.MemberSerializer(found, many=True, context=context).data
 
     @extend_schema(
         methods=["GET"],
@@ -364,8 +432,11 @@ class StudyViewSet(
         data.is_valid(raise_exception=True)
         v = data.validated_data
         try:
-            access.add_members(study, v["usernames"], v["role"], by=request.user)
-        except access.AccessError as exc:
+            with transaction.atomic():
+                added = access.add_members(study, v["usernames"], v["role"], by=request.user)
+                for member in added if v.get("profile") else ():
+                    evaluators.set_profile(member.user, v["profile"])
+        except (access.AccessError, evaluators.ProfileError) as exc:
             raise _field_error(exc) from None
         return APIResponse(self._member_list(study), status=status.HTTP_201_CREATED)
 
@@ -431,8 +502,9 @@ class StudyViewSet(
                 request.user,
                 completion_code=v.get("completion_code") or None,
                 expires_in_days=v.get("expires_in_days"),
+                profile=v.get("profile"),
             )
-        except access.AccessError as exc:
+        except (access.AccessError, evaluators.ProfileError) as exc:
             raise _field_error(exc) from None
         return APIResponse(self._invite_body(request, invite), status=status.HTTP_201_CREATED)
 

@@ -271,11 +271,17 @@ def create_invite(
     *,
     completion_code: str | None = None,
     expires_in_days: int | None = None,
+    profile: dict | None = None,
 ) -> StudyInvite:
     """A new revocable link that enrols whoever follows it as an annotator of `study`.
 
     `completion_code`: shown when the annotator is done; give the one your crowd platform
-    issued (Prolific does), or a random one is drawn. `expires_in_days`: none by default."""
+    issued (Prolific does), or a random one is drawn. `expires_in_days`: none by default.
+    `profile`: evaluator profile fields (services/evaluators.py) given to the accounts the link
+    makes; ProfileError names a bad one."""
+    from pairwise.services.evaluators import check_profile
+
+    profile = check_profile(profile)
     if study.status == Study.Status.CLOSED:
         raise AccessError(f"study: {study.name!r} is closed; reopen it to invite annotators")
     code = (completion_code or "").strip()
@@ -292,6 +298,7 @@ def create_invite(
         study=study,
         created_by=by,
         expires_at=expires_at,
+        profile=profile,
         **({"completion_code": code} if code else {}),
     )
     log.info("study %s: invite %s created by %s", study.pk, invite.pk, by or "an operator")
@@ -404,6 +411,10 @@ def accept_invite(token: str, user=None, participant_id: str = "") -> Enrolment:
             if user is None:
                 user = _new_participant_account(participant_id)
                 new_account = True
+                if invite.profile:  # what the researcher recorded for this link's recruits
+                    from pairwise.services.evaluators import set_profile
+
+                    set_profile(user, invite.profile)
         elif not roles.is_annotator(user):
             raise AccessError(
                 f"account: {user.username!r} is not an annotator; invite links enrol annotators "

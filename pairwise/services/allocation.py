@@ -13,7 +13,9 @@ Invariants (tested under concurrency on PostgreSQL):
 - each annotator sees A on the left about half the time: while their A-left and A-right counts
   differ, the item comes from the side that evens them, when the fewest-judgments tier open to
   them has one (so over a session |A left - A right| <= 1 but for items the tier lacked);
-- gold items come at random positions: each next item is gold with probability gold_share.
+- gold items come at random positions: each next item is gold with probability gold_share;
+- repeats (services/repeats.py: a judged item shown again, blind, for intra-annotator
+  agreement) come through `assign` and `submit` but are never judgments.
 
 Every lease is created, and every judgment recorded, while holding the item's row lock
 (`select_for_update`; SQLite serialises writers itself because transactions start IMMEDIATE),
@@ -44,6 +46,7 @@ from pairwise.models import (
     Study,
 )
 from pairwise.outcomes import CHOICES
+from pairwise.services import counters, repeats
 
 log = logging.getLogger(__name__)
 CANDIDATES = 8  # rows considered per attempt; more than enough for skip_locked contention
@@ -63,6 +66,12 @@ class ItemNotFound(AllocationError):
 
 class LeaseExpired(AllocationError):
     pass
+
+
+LEASE_EXPIRED = (
+    "Your time on this item ran out and it was handed back; your answer was not saved. "
+    "Here is your next item."
+)
 
 
 class InvalidJudgment(AllocationError):
@@ -433,6 +442,7 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
         # the oldest live lease this annotator holds on an item not judged
         others["held_item"] = _held(study, user, now, "l.item_id")
         others["held_expires"] = _held(study, user, now, "l.expires_at")
+    others.update(repeats.state_columns(study, user, now))  # none when repeat_share is 0
     if lazy_commit:
         others["_"] = ("set_config('synchronous_commit', 'off', true)", [])
     if now is not None and connection.vendor == "postgresql":
@@ -449,7 +459,7 @@ def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
     )
     state = dict(zip(columns, row, strict=True))
     if state["open_all"] is None:
-        state["open_all"] = _count_open_items(study)
+        state["open_all"] = counters.count_open_items(study)
     return state
 
 
@@ -459,30 +469,13 @@ def _lock_key(study: Study, user) -> list[int]:
     return [study.pk % 2**31, user.pk % 2**31]
 
 
-def _count_open_items(study: Study) -> int:
-    """Count the study's open items again and keep the count (Study.open_items), which
-    `submit` then keeps current: progress costs no scan of the study's items.
-
-    The study row is locked first, so a submit that completes an item either committed
-    before the count (which sees it) or decrements after the count is written."""
-    with transaction.atomic():
-        if connection.features.has_select_for_update:
-            _sql(f"SELECT id FROM {T.study} WHERE id = %s FOR UPDATE", [study.pk])
-        ((n,),) = _sql(
-            f"SELECT COUNT(*) FROM {T.item} "
-            "WHERE study_id = %s AND is_gold = %s AND judgment_count < %s",
-            [study.pk, False, study.overlap_k],
-        )
-        _sql(f"UPDATE {T.study} SET open_items = %s WHERE id = %s", [n, study.pk])
-    return n
-
-
 def _progress(study: Study, state: dict) -> Progress:
     judged = state["judged"]
     total = judged + state["open_all"] - state["open_mine"]
     if study.quota_per_annotator is not None:
         total = min(total, study.quota_per_annotator)
-    return Progress(done=judged, total=max(total, judged))
+    done_repeats = state.get("repeats_done") or 0  # answered repeats count as items shown
+    return Progress(done=judged + done_repeats, total=max(total, judged) + done_repeats)
 
 
 def _wants_gold(study: Study, user, state: dict) -> bool:
@@ -520,8 +513,13 @@ def assign(study: Study, user, *, now=None) -> Assignment:
         progress = _progress(study, state)
         if state["held_item"] is not None:  # a reload: the same item again
             return Assignment(_reloaded(state["held_item"], state["held_expires"]), progress)
+        # a repeat that is due (or held) comes first; pending ones before "done" and at the quota
+        if repeat := repeats.assign_repeat(study, user, state, progress, now, due_only=True):
+            return repeat
         if study.quota_per_annotator is not None and state["judged"] >= study.quota_per_annotator:
-            return Assignment(None, progress)
+            return repeats.assign_repeat(study, user, state, progress, now, due_only=False) or (
+                Assignment(None, progress)
+            )
         side = None if not state["balance"] else state["balance"] < 0
         # gold if drawn (never a repeat); else an item repeating nothing they saw, else, when
         # the study has a rule and nothing else is left, a repeat: completeness wins
@@ -549,6 +547,8 @@ def assign(study: Study, user, *, now=None) -> Assignment:
                 if held is not None:  # a parallel call leased one meanwhile: the same item
                     return Assignment(held, progress)
                 tried.append(item.pk)  # filled up since the claim's snapshot: next one
+        if repeat := repeats.assign_repeat(study, user, state, progress, now, due_only=False):
+            return repeat
     return Assignment(None, progress)
 
 
@@ -625,8 +625,9 @@ def submit(
     simulated: bool = False,
     simulated_seconds: float | None = None,
     now=None,
-) -> tuple[Judgment, bool]:
+) -> tuple[Judgment | repeats.Repeat, bool]:
     """Record a judgment. Idempotent: a second submit returns the first judgment, created=False.
+    An id that is one of the annotator's repeats records the repeat's answer instead.
 
     `seconds` is always the time since the item was leased, measured on the server: quality
     flags use it alone. What the client reports is checked (`check_client_seconds`) and kept
@@ -651,8 +652,18 @@ def submit(
             f"FROM {T.item} i WHERE i.study_id = %s AND i.public_id = %s{lock}",
             [user.pk, user.pk, user.pk, user.pk, study.pk, public_id],
         )
-        if not rows:
-            raise ItemNotFound(f"no item {public_id!r} in this study")
+        if not rows:  # no item: one of the annotator's repeats, or nothing (services/repeats.py)
+            return repeats.submit(
+                study,
+                user,
+                public_id,
+                clean,
+                comment=comment,
+                client_seconds=reported,
+                cannot_judge=cannot_judge,
+                cannot_judge_reason=cannot_judge_reason,
+                now=now,
+            )
         item_id, is_gold, judgment_count, judged, lease_expires, leased_at, prior = rows[0]
         if judged is not None:
             return Judgment.objects.get(pk=judged), False
@@ -678,19 +689,18 @@ def submit(
                 client_seconds=reported,
                 prior_exposures=prior or 0,
                 simulated=simulated,
+                # the versions it was made under, from the study row already loaded
+                guideline_sha256=study.guideline_sha256,
+                criteria_versions=study.criteria_versions,
             )
-            count = f"UPDATE {T.item} SET judgment_count = judgment_count + 1 WHERE id = %s"
-            _sql(count, [item_id])
-            if not is_gold and judgment_count + 1 == study.overlap_k:  # the item is complete
-                # NULL (not counted yet) stays NULL
-                closed = f"UPDATE {T.study} SET open_items = open_items - 1 WHERE id = %s"
-                _sql(closed, [study.pk])
+            if study.repeat_share > 0:
+                repeats.schedule(study, user, judgment, is_gold=is_gold)
+            counters.judgment_added(
+                study, item_id, count_before=judgment_count, is_gold=bool(is_gold)
+            )
             _sql(*drop_lease)
     if expired:
-        raise LeaseExpired(
-            "Your time on this item ran out and it was handed back; your answer was not saved. "
-            "Here is your next item."
-        )
+        raise LeaseExpired(LEASE_EXPIRED)
     log.info("judgment on item %s by %s", public_id, user.username)
     return judgment, True
 

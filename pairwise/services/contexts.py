@@ -95,6 +95,13 @@ def import_contexts(
                         "situation": e.situation,
                         "emotion_type": e.emotion_type,
                         "problem_type": e.problem_type,
+                        # how it was chosen, for the datasheet (services/datasheet.py)
+                        "selection": {
+                            "source": f"{dataset}/{split}",
+                            "n": n,
+                            "seed": seed,
+                            "window": window,
+                        },
                     },
                 },
             )

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pairwise.models import Checkpoint, Study  # noqa: E402
-from pairwise.services import export, generation, studies  # noqa: E402
+from pairwise.services import datasheet, export, generation, studies  # noqa: E402
 
 WIN, TIE, LOSE = "#2f7d4a", "#b8bec6", "#b6463a"
 
@@ -81,6 +81,8 @@ def results_context(study: Study, *, checkpoint: str | None = None) -> dict:
             for r in summary.get("itt", [])
             if r["unit"] == "judgments" and r["denominator"] == "all"
         ],
+        # the datasheet describes the whole study: not drawn for a checkpoint filter
+        "datasheet": None if checkpoint else datasheet.datasheet_view(study, summary),
     }
     if summary.get("empty"):
         return context

@@ -29,10 +29,9 @@ from pairwise.models import (
     Response,
     Study,
     System,
-    forget_open_items,
-    recount_judgments,
 )
-from pairwise.services import audit, itt, power, stats
+from pairwise.services import audit, counters, evaluators, intra, itt, length, power, stats
+from pairwise.services import criteria as versions
 from pairwise.services.checkpoints import check_checkpoint_ref, checkpoint_lookup
 from pairwise.services.eligibility import Eligibility
 from pairwise.services.longformat import (
@@ -47,7 +46,9 @@ from pairwise.services.sampling import sampling_key
 log = logging.getLogger(__name__)
 # "preferences": preferences.jsonl for preference training (services/preferences.py)
 PREFERENCES = "preferences"
-FORMATS = ("csv", "json", "parquet", PREFERENCES)
+# "datasheet": datasheet.json/.md/.tex only (services/datasheet.py); every format writes them too
+DATASHEET = "datasheet"
+FORMATS = ("csv", "json", "parquet", PREFERENCES, DATASHEET)
 GOLD_COMPARISON = "gold: reference vs control"
 # what annotators wrote, per judgment (repeated on its criteria's rows): after the long format's
 # own columns, which validate_long keeps as they are
@@ -55,7 +56,10 @@ JUDGMENT_TEXT_COLUMNS = ("comment", "cannot_judge_reason")
 # the annotator's id on the crowd platform that sent them (an invite link's ?PROLIFIC_PID=),
 # empty for accounts made otherwise; last, after the texts
 PARTICIPANT_COLUMN = "participant_id"
-EXTRA_COLUMNS = (*JUDGMENT_TEXT_COLUMNS, PARTICIPANT_COLUMN)
+# the guidelines' hash and the criterion's version the judgment was made under
+# (services/criteria.py); last, so files written before them still line up
+VERSION_COLUMNS = ("guideline_sha256", "criterion_version")
+EXTRA_COLUMNS = (*JUDGMENT_TEXT_COLUMNS, PARTICIPANT_COLUMN, *VERSION_COLUMNS)
 
 
 def _judgment_rows(study: Study, checkpoint: str | None = None):
@@ -128,10 +132,13 @@ def long_dataframe(study: Study, *, checkpoint: str | None = None) -> pd.DataFra
                     "comment": j.comment,
                     "cannot_judge_reason": j.cannot_judge_reason,
                     PARTICIPANT_COLUMN: participants.get(j.annotator_id, ""),
+                    "guideline_sha256": j.guideline_sha256,
+                    "criterion_version": (j.criteria_versions or {}).get(criterion),
                 }
             )
     columns = [c for c in LONG_COLUMNS if c != "outcome"] + list(EXTRA_COLUMNS)
     df = pd.DataFrame(rows, columns=columns)
+    df["criterion_version"] = df["criterion_version"].astype("Int64")  # empty: not recorded
     if not len(df):
         return df.reindex(columns=[*LONG_COLUMNS, *EXTRA_COLUMNS])
     return validate_long(df)
@@ -225,6 +232,8 @@ def study_summary(study: Study, *, checkpoint: str | None = None, n_boot: int = 
     summary = stats.summarize(df, seed=study.seed, n_boot=n_boot)
     summary["simulated_judgments"] = int(df.loc[df["simulated"].astype(bool), "item_id"].size)
     summary = _with_monitoring(summary, study, df)
+    summary = intra.with_intra(summary, study)  # repeats: never in the preference numbers
+    summary = length.with_length(summary, study, df, n_boot=n_boot)  # length control
     return _with_itt(summary, study, checkpoint)
 
 
@@ -329,22 +338,34 @@ def _write_export(
         raise ValueError(f"format: {fmt!r} is not one of {list(FORMATS)}")
     if fmt != PREFERENCES and (keep_ties or include_simulated):
         raise ValueError(f"keep_ties, include_simulated: only with format {PREFERENCES!r}")
+    from pairwise.services.datasheet import write_datasheet
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if fmt == PREFERENCES:
+    if fmt in (PREFERENCES, DATASHEET):
         from pairwise.services.preferences import write_preferences
 
-        path = write_preferences(
-            study, out, keep_ties=keep_ties, include_simulated=include_simulated
-        )
-        log.info("exported study %s preferences to %s", study.pk, path)
-        return [path]
+        written = []
+        if fmt == PREFERENCES:
+            written.append(
+                write_preferences(
+                    study, out, keep_ties=keep_ties, include_simulated=include_simulated
+                )
+            )
+        written += write_datasheet(study, out)
+        log.info("exported study %s %s to %s", study.pk, fmt, out)
+        return written
     long_df = long_dataframe(study)
     summary = study_summary(study)
     written = [
         _write_table(long_df, out / "judgments", fmt),
         _write_table(items_dataframe(study), out / "items", fmt),
         _write_table(itt_dataframe(summary), out / "itt", fmt),
+        _write_table(intra.repeats_dataframe(study), out / "repeats", fmt),
+        # what each version of a criterion and of the guidelines said; who the annotators were
+        _write_table(versions.criteria_dataframe(study), out / "criteria", fmt),
+        _write_table(versions.guidelines_dataframe(study), out / "guidelines", fmt),
+        _write_table(evaluators.annotators_dataframe(study), out / "annotators", fmt),
     ]
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str), "utf-8")
     written.append(out / "summary.json")
@@ -353,6 +374,7 @@ def _write_export(
             path = out / f"table.{suffix}"
             path.write_text(stats.publication_table(summary, fmt=kind) + "\n", "utf-8")
             written.append(path)
+    written += write_datasheet(study, out, summary)
     log.info("exported study %s as %s to %s", study.pk, fmt, out)
     return written
 
@@ -399,6 +421,8 @@ def import_judgments(path: str | Path, *, actor=None, source: str | None = None)
                 },
             )
             counts["studies"] += created
+            if created:
+                versions.version_new_study(study)
             ckpts = {}
             for name in pd.unique(pd.concat([sdf["system_a"], sdf["system_b"]])):
                 system, _ = System.objects.get_or_create(name=str(name))
@@ -413,7 +437,8 @@ def import_judgments(path: str | Path, *, actor=None, source: str | None = None)
                 if new:
                     users[name].set_unusable_password()
                     users[name].save(update_fields=["password"])
-            _import_participant_ids(sdf, users, first_line=2 if str(path).endswith(".csv") else 1)
+            first_line = 2 if str(path).endswith(".csv") else 1
+            _import_participant_ids(sdf, users, first_line=first_line)
             for item_id, idf in sdf.groupby("item_id", sort=False):
                 first = idf.iloc[0]
                 item = _import_item(study, str(item_id), first, ckpts)
@@ -421,6 +446,7 @@ def import_judgments(path: str | Path, *, actor=None, source: str | None = None)
                 for annotator, adf in idf.groupby("annotator", sort=False):
                     choices = dict(zip(adf["criterion"], adf["choice"], strict=True))
                     cannot = all(c == "cannot_judge" for c in choices.values())
+                    sha, made_under = versions.imported_versions(study, adf, first_line=first_line)
                     _, new = Judgment.objects.get_or_create(
                         item=item,
                         annotator=users[annotator],
@@ -441,11 +467,13 @@ def import_judgments(path: str | Path, *, actor=None, source: str | None = None)
                                 if c in adf.columns
                             },
                             "imported": True,
+                            "guideline_sha256": sha,
+                            "criteria_versions": made_under,
                         },
                     )
                     counts["judgments"] += new
-                recount_judgments(item.pk)
-            forget_open_items(study.pk)
+                counters.recount_judgments(item.pk)
+            counters.forget_open_items(study.pk)
             audit.record(
                 "import",
                 study,

@@ -25,9 +25,9 @@ from pairwise.models import (
     Response,
     Study,
     System,
-    forget_open_items,
     text_key,
 )
+from pairwise.services import counters
 from pairwise.services.eligibility import Eligibility
 from pairwise.services.sampling import sampling_key
 
@@ -89,7 +89,7 @@ def build_items(study: Study) -> int:
                 )
                 for ctx, side in zip(new, sides, strict=True)
             )
-            forget_open_items(study.pk)
+            counters.forget_open_items(study.pk)
             made += len(new)
             log.info("study %s: %d new items for %s", study.pk, len(new), comparison)
     return made

@@ -37,8 +37,10 @@ created_at      no       ISO 8601 timestamp ("" when unknown)
 The platform's exports add three columns after these, repeated on each criterion's row of a
 judgment: ``comment`` and ``cannot_judge_reason`` (what the annotator wrote) and
 ``participant_id`` (the annotator's id on the crowd platform that sent them through an invite
-link, e.g. Prolific's PID; empty otherwise). Extra columns are kept as they are, and
-``import_judgments`` stores these three when present.
+link, e.g. Prolific's PID; empty otherwise), then ``guideline_sha256`` and
+``criterion_version`` (the guidelines and the criterion's definition the judgment was made
+under, services/criteria.py). Extra columns are kept as they are, and ``import_judgments``
+stores these five when present (rows without versions get the study's current ones).
 
 CSV files written by the platform escape text cells that a spreadsheet would run as a formula
 (OWASP: a leading ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a single quote in

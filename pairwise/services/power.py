@@ -1,12 +1,12 @@
 """Sample-size planning and anytime-valid monitoring of a pairwise study (issue #18, part 3).
 
-Pure functions, no ORM (like the stats package): `plan_study` turns an expected win rate into the numbers
-of non-tied judgments, judgments and items; `icc_oneway` estimates the intra-item correlation
-that the design effect needs; `confidence_sequence` is the beta-binomial mixture confidence
-sequence for the non-tied win rate, valid however often a researcher looks; `monitoring_rows`
-puts the last two together for the results page, the API and the export. The formulas, their
-rounding and their references are in docs/statistics.md ("Power planning", "Monitoring").
-"""
+Pure functions, no ORM (like the stats package): `plan_study` turns an expected win rate into
+the numbers of non-tied judgments, judgments and items; `icc_oneway` estimates the intra-item
+correlation that the design effect needs; `confidence_sequence` is the beta-binomial mixture
+confidence sequence for the non-tied win rate, valid however often a researcher looks;
+`monitoring_rows` puts the last two together for the results page, the API and the export. The
+formulas, their rounding and their references are in docs/statistics.md ("Power planning",
+"Monitoring")."""
 
 from __future__ import annotations
 

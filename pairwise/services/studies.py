@@ -11,6 +11,7 @@ from django.db.models import Count, Q
 from pairwise.models import Checkpoint, Comparison, ComparisonItem, EvalContext, Response, Study
 from pairwise.services import access, audit, generation, identity
 from pairwise.services.items import add_gold_items, build_items
+from pairwise.services.repeats import check_repeat_share
 from pairwise.services.sampling import sampling_key, sampling_params
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def check_study(
     sampling: dict | None,
     gold_share: float,
     identity_patterns: list[str] | None = None,
+    repeat_share: float = 0.0,
 ) -> None:
     if not name or not name.strip():
         raise StudyError("name: required")
@@ -62,6 +64,10 @@ def check_study(
     if not 0 <= gold_share <= 0.5:
         raise StudyError("gold_share: must be between 0 and 0.5")
     try:
+        check_repeat_share(repeat_share)
+    except ValueError as exc:
+        raise StudyError(str(exc)) from exc
+    try:
         sampling_params(sampling)
     except ValueError as exc:
         raise StudyError(str(exc)) from exc
@@ -76,12 +82,13 @@ def create_study(
     *,
     contexts: Iterable[EvalContext],
     pairs: list[tuple[Checkpoint, Checkpoint]],
-    criteria: list[str] | None = None,
+    criteria: list[str] | list[dict] | dict[str, str] | None = None,
     overlap_k: int = 3,
     guidelines: str = "",
     sampling: dict | None = None,
     quota_per_annotator: int | None = None,
     gold_share: float = 0.0,
+    repeat_share: float = 0.0,
     seed: int | None = None,
     exposure: str = Study.ExposureRule.RESPONSE,
     identity_patterns: list[str] | None = None,
@@ -93,10 +100,18 @@ def create_study(
     `created_by` owns it (`access.make_owner`): only its owner, the researchers they add and
     admins see it.
 
-    `seed` is drawn from `secrets` unless given (give the stored seed to reproduce a study)."""
+    `seed` is drawn from `secrets` unless given (give the stored seed to reproduce a study).
+    `criteria`: names, {name: definition} or [{name, definition}]; a criterion without a
+    definition gets its bullet in the guidelines or the default one (`criteria.version_new_study`).
+    """
     from pairwise.models import DEFAULT_CRITERIA, new_study_seed
+    from pairwise.services import criteria as criteria_service
 
-    criteria = list(criteria or DEFAULT_CRITERIA)
+    try:
+        definitions = criteria_service.parse_criteria(criteria)
+    except criteria_service.CriteriaError as exc:
+        raise StudyError(str(exc)) from None
+    criteria = list(definitions) or list(DEFAULT_CRITERIA)
     if seed is not None and (isinstance(seed, bool) or not 0 <= int(seed) < 2**63):
         raise StudyError(f"seed: expected an integer 0 <= seed < 2**63, got {seed!r}")
     if exposure not in Study.ExposureRule.values:
@@ -106,7 +121,14 @@ def create_study(
     ):
         raise StudyError("gold_controls: expected a list of non-empty texts")
     check_study(
-        name, pairs, criteria, overlap_k, sampling, gold_share, identity_patterns=identity_patterns
+        name,
+        pairs,
+        criteria,
+        overlap_k,
+        sampling,
+        gold_share,
+        identity_patterns=identity_patterns,
+        repeat_share=repeat_share,
     )
     with transaction.atomic():
         study = Study.objects.create(
@@ -117,6 +139,7 @@ def create_study(
             sampling=sampling_params(sampling).to_dict(),
             quota_per_annotator=quota_per_annotator,
             gold_share=gold_share,
+            repeat_share=float(repeat_share),
             seed=new_study_seed() if seed is None else int(seed),
             exposure=exposure,
             identity_patterns=list(identity_patterns or []),
@@ -127,6 +150,7 @@ def create_study(
         study.contexts.set(list(contexts))
         for a, b in pairs:
             Comparison.objects.create(study=study, checkpoint_a=a, checkpoint_b=b)
+        criteria_service.version_new_study(study, definitions)
         if created_by is not None:
             access.make_owner(study, created_by)
     log.info("created study %s (%s)", study.pk, name)

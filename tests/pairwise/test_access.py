@@ -389,7 +389,13 @@ def test_an_invite_link_enrols_a_visitor_without_an_account(world):
         name = next(n for n in zf.namelist() if n.endswith("judgments.csv"))
         csv_bytes = zf.read(name)
     df = pd.read_csv(io.BytesIO(csv_bytes), dtype=str, keep_default_na=False)
-    assert list(df.columns[-3:]) == ["comment", "cannot_judge_reason", "participant_id"]
+    assert list(df.columns[-5:]) == [
+        "comment",
+        "cannot_judge_reason",
+        "participant_id",
+        "guideline_sha256",
+        "criterion_version",
+    ]
     assert set(df.loc[df["annotator"] == user.username, "participant_id"]) == {"5f0c-PID_42"}
 
 

@@ -19,7 +19,7 @@ from pairwise.models import ComparisonItem, Judgment, Study
 from pairwise.services import allocation
 from tests.factories import annotator, make_study
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("counters_agree")]
 
 TTL = 60
 

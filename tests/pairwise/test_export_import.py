@@ -22,7 +22,7 @@ from pairwise.services.items import build_items
 from pairwise.services.sampling import sampling_key
 from tests.factories import annotator, make_study, researcher
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("counters_agree")]
 PANDALM = (
     Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pandalm" / "testset-v1.json"
 )
@@ -48,9 +48,16 @@ def test_export_writes_every_file_and_reimports_to_the_same_numbers(tmp_path, fm
         f"judgments.{fmt}",
         f"items.{fmt}",
         f"itt.{fmt}",
+        f"repeats.{fmt}",  # intra-annotator repeats (empty here: repeat_share 0)
+        f"criteria.{fmt}",  # every version of every criterion, with its definition
+        f"guidelines.{fmt}",  # every version of the guidelines, by hash
+        f"annotators.{fmt}",  # who judged: participant id and evaluator profile
         "summary.json",
         "table.md",
         "table.tex",
+        "datasheet.json",
+        "datasheet.md",
+        "datasheet.tex",
     }
     long_df = long_dataframe(study)
     assert len(long_df) == 8 * 3 * 5  # items x annotators x criteria

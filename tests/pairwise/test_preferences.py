@@ -192,7 +192,10 @@ def test_page_and_api_offer_the_preferences_export(client):
     download = client.get(f"/studies/{study.pk}/export/preferences/")
     assert download.status_code == 200
     with zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))) as zf:
-        assert zf.namelist() == [f"study-{study.pk}/preferences.jsonl"]
+        assert zf.namelist() == [
+            f"study-{study.pk}/{name}"
+            for name in ("preferences.jsonl", "datasheet.json", "datasheet.md", "datasheet.tex")
+        ]
         assert zf.read(f"study-{study.pk}/preferences.jsonl") == b""  # all tied
     api = client.get(f"/api/studies/{study.pk}/export/?fmt=preferences")
     assert api.status_code == 200

@@ -178,6 +178,19 @@ def _realistic(method: str, path: str, site: dict) -> list[dict]:
             {"path_parameters": {"id": s["open"].pk, "username": name}}
             for name in ("fuzz-ann0", "fuzz-res", "nobody")
         ],
+        ("POST", "/api/studies/{id}/members/{username}/profile/"): [
+            {"path_parameters": {"id": s["open"].pk, "username": name}, "body": body}
+            for name in ("fuzz-ann0", "nobody")
+            for body in ({"expertise": "PhD psychology", "paid": True}, {"paid": "often"})
+        ],
+        ("POST", "/api/studies/{id}/criteria/"): [
+            {**p, "body": body}
+            for p in every_study
+            for body in (
+                {"name": site["criteria"][0], "definition": "Which reply reads better?"},
+                {"name": "no-such-criterion", "definition": "x"},
+            )
+        ],
         ("POST", "/api/studies/{id}/invites/"): [
             {**every_study[0], "body": {}},
             {**every_study[0], "body": {"completion_code": "C0DE", "expires_in_days": 7}},
@@ -274,8 +287,11 @@ def test_schema_documents_the_errors_and_filters(api_schema):
     assert [p["name"] for p in results["parameters"] if p["in"] == "query"] == ["checkpoint"]
     export = spec["/api/studies/{id}/export/"]["get"]
     fmt = next(p for p in export["parameters"] if p["name"] == "fmt")
-    assert fmt["schema"]["enum"] == ["csv", "json", "parquet", "preferences"]
+    assert fmt["schema"]["enum"] == ["csv", "datasheet", "json", "parquet", "preferences"]
     assert "application/zip" in export["responses"]["200"]["content"]
+    datasheet = spec["/api/studies/{id}/datasheet/"]["get"]
+    assert {"200", "400", "401", "403", "404"} <= set(datasheet["responses"])
+    assert {"application/json", "text/markdown"} <= set(datasheet["responses"]["200"]["content"])
     submit = spec["/api/annotator/studies/{study_id}/judgments/"]["post"]
     assert {"200", "201", "400", "404", "409"} <= set(submit["responses"])
     assert "400" not in spec["/api/studies/"]["get"]["responses"]  # nothing to get wrong

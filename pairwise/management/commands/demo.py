@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
 from evalsite.embedded import GaveUp, ProcessGroup, StartupError
+from evalsite.logconfig import use_command_logging
 from pairwise.management.commands.serve import (
     forget_heartbeat,
     start_services,
@@ -36,6 +37,8 @@ from pairwise.models import Checkpoint, Study
 from pairwise.services import access, accounts, generation, studies
 from pairwise.services.checkpoints import register_checkpoint
 from pairwise.services.contexts import import_contexts
+from training.progress import ENV_VAR as PROGRESS_ENV
+from training.progress import LiveLine, ProgressReader
 
 REPO = Path(__file__).resolve().parents[3]
 RECIPES = REPO / "training" / "recipes"
@@ -133,13 +136,15 @@ class Command(BaseCommand):
 
     # --- progress --------------------------------------------------------------------------
 
-    def step(self, n: int, total: int, title: str):
+    def step(self, n: int, total: int, title: str, log: Path | str | None = None):
+        """A stage: its title, where its log is, and how long it took."""
         outer = self
 
         class _Step:
             def __enter__(self):
                 self.t0 = time.monotonic()
                 outer.stdout.write(f"[{n}/{total}] {title} …")
+                outer.note(f"log: {log or outer.log_file}")
                 outer.stdout.flush()
                 return self
 
@@ -164,14 +169,21 @@ class Command(BaseCommand):
         self.root = settings.VAR_DIR / "demo" / (o["size"] + ("-fast" if o["fast"] else ""))
         self.logs = self.root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        # the services' INFO records (the allocator's "leased item ...", one per lease) go to the
+        # log file; the console keeps the stage lines, and everything at -v 2
+        self.log_file = self.logs / "demo.log"
+        use_command_logging(settings.LOGGING, log_file=self.log_file, verbosity=o["verbosity"])
         group = ProcessGroup(say=self.stdout.write, on_exit=forget_heartbeat)
         total = 9
         try:
             with self.step(1, total, "Migrating the database"):
                 call_command("migrate", verbosity=0)
-            with self.step(2, total, "Building the tiny base model"):
+            with self.step(2, total, "Building the tiny base model", self.logs / "tiny.log"):
                 base = self.base_model(o)
-            with self.step(3, total, "Training CARE (enrich, SFT, GRPO) and three baselines"):
+            train_logs = f"{self.logs}/enrich.log and train-<system>.log"
+            with self.step(
+                3, total, "Training CARE (enrich, SFT, GRPO) and three baselines", train_logs
+            ):
                 trained = self.train_all(base, o)
             with self.step(4, total, "Registering checkpoints"):
                 checkpoints = self.register(trained, o["backend"])
@@ -187,12 +199,23 @@ class Command(BaseCommand):
                 self.note(f"{len(contexts)} contexts ({new} new)")
             with self.step(6, total, "Creating the study: CARE against each baseline, k = 3"):
                 study = self.study(checkpoints, contexts, o)
-            with self.step(7, total, "Starting the broker, workers and web server"):
-                start_services(group, host=o["host"], port=o["port"], web=not o["no_serve"])
+            service_logs = settings.VAR_DIR / "log"
+            with self.step(7, total, "Starting the broker, workers and web server", service_logs):
+                start_services(
+                    group,
+                    host=o["host"],
+                    port=o["port"],
+                    web=not o["no_serve"],
+                    log_dir=service_logs,
+                    out=_Indented(self.stdout),
+                )
                 report = wait_until_healthy()
                 if not report["ok"]:
                     raise StepFailed("start services", f"unhealthy: {report}", "see var/log/*.log")
-            with self.step(8, total, "Generating every response through the Celery worker"):
+            generation_log = service_logs / "worker-generation.log"
+            with self.step(
+                8, total, "Generating every response through the Celery worker", generation_log
+            ):
                 self.generate(study)
             with self.step(9, total, "Creating demo accounts"):
                 accounts = self.accounts(study)
@@ -227,22 +250,42 @@ class Command(BaseCommand):
 
     # --- steps -------------------------------------------------------------------------------
 
-    def run_module(self, name: str, module: str, args: list[str]) -> None:
+    def run_module(self, name: str, module: str, args: list[str], label: str = "") -> None:
+        """Run `python -m module args`, its output to logs/<name>.log; with a `label`, a training
+        run: its progress (training/progress.py) is shown as one live line."""
         log = self.logs / f"{name}.log"
+        progress = self.logs / f"{name}.progress.jsonl"
+        progress.unlink(missing_ok=True)
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            **({PROGRESS_ENV: str(progress)} if label else {}),
         }
+        if label:  # the stage's title named the other logs
+            self.note(f"log: {log}")
+        live = LiveLine(label, _Raw(self.stdout)) if label else None
+        reader = ProgressReader(progress)
         with open(log, "w") as out:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", module, *args],
                 cwd=REPO,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                    live = self.show_progress(reader, live)
+                self.show_progress(reader, live)
+            finally:
+                if proc.poll() is None:  # Ctrl-C: as subprocess.run does
+                    proc.kill()
+                proc.wait()
+                if live is not None:
+                    live.close()
         if proc.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise StepFailed(
@@ -250,6 +293,20 @@ class Command(BaseCommand):
                 f"exit status {proc.returncode}; last lines of {log}:\n{tail}",
                 f"read {log}; fix the cause and run the command again (finished steps are kept)",
             )
+
+    def show_progress(self, reader: ProgressReader, live: LiveLine | None) -> LiveLine | None:
+        """Show the records the run wrote since the last call; a malformed one stops the live
+        line (not the run), saying why."""
+        if live is None:
+            return None
+        try:
+            for record in reader.read():
+                live.update(record)
+        except ValueError as exc:
+            live.close()
+            self.note(f"progress not shown: {reader.path}: {exc}")
+            return None
+        return live
 
     def base_model(self, o) -> str:
         if o["model"]:
@@ -325,10 +382,12 @@ class Command(BaseCommand):
             self.note(f"{name}: cached in {out}")
             return
         t0 = time.monotonic()
+        stage = module.rsplit(".", 1)[-1]  # sft, grpo
         self.run_module(
             f"train-{name}",
             module,
             ["--config", str(RECIPES / recipe), "--output_dir", str(out), *args],
+            label=f"{stage} {name.split('-')[0].lower()}",
         )
         self.note(f"{name}: trained in {time.monotonic() - t0:.0f}s -> {out}")
 
@@ -378,12 +437,14 @@ class Command(BaseCommand):
             unit="resp",
             desc="      responses",
             file=sys.stdout,
+            # off a terminal (a pipe, a CI log) a line every 10 s, not a redraw every second
+            mininterval=1 if sys.stdout.isatty() else 10,
         )
         while progress["batches_remaining"]:
             time.sleep(1)
             progress = generation.generation_progress(study)
-            bar.n = progress["generated"]
-            bar.refresh()
+            bar.update(progress["generated"] - bar.n)  # drawn at most every mininterval
+        bar.n = progress["generated"]
         bar.close()
         if progress["failed"]:
             errors = "; ".join(f["error"][:200] for f in progress["failed"][:3])
@@ -467,3 +528,29 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+
+class _Raw:
+    """Django's OutputWrapper without its line ending, for a line rewritten in place."""
+
+    def __init__(self, wrapper) -> None:
+        self.wrapper = wrapper
+
+    def write(self, text: str) -> None:
+        self.wrapper.write(text, ending="")
+
+    def flush(self) -> None:
+        self.wrapper.flush()
+
+    def isatty(self) -> bool:
+        return self.wrapper.isatty()
+
+
+class _Indented:
+    """`start_services`' lines (each child's pid and log) indented under the stage title."""
+
+    def __init__(self, wrapper) -> None:
+        self.wrapper = wrapper
+
+    def write(self, text: str) -> None:
+        self.wrapper.write("      " + text.rstrip("\n"))

@@ -8,7 +8,8 @@ from pairwise.services.studies import StudyError, find_study
 class Command(BaseCommand):
     help = (
         "Export a study: long-format judgments, items, summary.json, publication tables; "
-        "or, with --format preferences, preferences.jsonl for DPO."
+        "or, with --format preferences, preferences.jsonl for DPO. Every format also writes "
+        "the evaluation datasheet (datasheet.json/.md/.tex); --format datasheet writes only it."
     )
 
     def add_arguments(self, parser):

@@ -2,8 +2,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
+from pairwise.management.commands._profile_options import (
+    add_profile_arguments,
+    profile_from_options,
+)
 from pairwise.roles import ROLES
-from pairwise.services import accounts, audit
+from pairwise.services import accounts, audit, evaluators
 
 
 class Command(BaseCommand):
@@ -23,11 +27,13 @@ class Command(BaseCommand):
             metavar="DAYS",
             help="the one-time password stops working after DAYS days (default: never)",
         )
+        add_profile_arguments(parser)  # recorded on every account named, new or existing
 
     @audit.as_command("invite_annotators")
     def handle(self, *args, **opts):
         if opts["expires"] is not None and opts["expires"] <= 0:
             raise CommandError(f"--expires: expected a number of days > 0, got {opts['expires']}")
+        profile = profile_from_options(opts)
         User = get_user_model()
         group, _ = Group.objects.get_or_create(name=opts["role"])
         for name in opts["usernames"]:
@@ -36,6 +42,8 @@ class Command(BaseCommand):
                     f"username: {name!r} has characters other than letters, digits, '-', '.', '_'"
                 )
             user, created = User.objects.get_or_create(username=name)
+            if profile:
+                evaluators.set_profile(user, profile)
             if not created and not opts["reset"]:
                 self.stdout.write(f"{name}: exists (use --reset for a new password)")
                 user.groups.add(group)

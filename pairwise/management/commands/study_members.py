@@ -4,6 +4,8 @@
     python manage.py study_members STUDY --add NAME... [--role annotator|researcher]
     python manage.py study_members STUDY --remove NAME...
     python manage.py study_members STUDY --invite [--completion-code CODE] [--expires DAYS]
+        [--expertise TEXT --language TEXT --paid|--unpaid --payment TEXT --recruitment TEXT
+         --training TEXT --author|--not-author]   (profile of the accounts the link makes)
     python manage.py study_members STUDY --revoke-invite ID
 
 STUDY is an id or a name. Additions and removals are all or nothing: an unknown account, or one
@@ -16,6 +18,10 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
+from pairwise.management.commands._profile_options import (
+    add_profile_arguments,
+    profile_from_options,
+)
 from pairwise.models import StudyInvite
 from pairwise.services import access, audit
 from pairwise.services.studies import StudyError, find_study
@@ -58,6 +64,7 @@ class Command(BaseCommand):
             help="with --invite: the site's address as annotators reach it "
             "(default: %(default)s, what `serve` listens on)",
         )
+        add_profile_arguments(parser)
 
     def handle(self, *args, **opts):
         try:
@@ -83,6 +90,7 @@ class Command(BaseCommand):
                     study,
                     completion_code=opts["completion_code"],
                     expires_in_days=opts["expires"],
+                    profile=profile_from_options(opts),
                 )
                 self._print_invite(invite, opts["base_url"])
             elif opts["revoke_invite"] is not None:
