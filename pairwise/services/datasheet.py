@@ -53,8 +53,8 @@ SCALE = {
 INTERFACE = {
     "layout": "side by side: the conversation so far, then reply A and reply B (A = left), "
     "the study's public title only, no system names",
-    "response_form": "per criterion three radio buttons (A is better / Tie / B is better), all "
-    "required; keyboard shortcuts 1/2/3, arrows, Enter",
+    "response_form": "per criterion its verbatim definition and three radio buttons (A is better "
+    "/ Tie / B is better), all required; keyboard shortcuts 1/2/3, arrows, Enter",
     "cannot_judge": "a 'Cannot judge this item' box with a free-text reason, for the whole item",
     "comment": "an optional free-text comment per item",
     "guidelines": "a guidelines page (the study's guidelines, its criteria and how to judge) "

@@ -418,11 +418,17 @@ def reply_lengths(study) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(LENGTH_COLUMNS))
 
 
-def with_length(summary: dict, study, df: pd.DataFrame, *, n_boot: int = 1000) -> dict:
+# The fit costs 7x `summarize` at 1,000 resamples (docs/statistics.md, section 10): the results
+# page pays it on every view, so the summary's n_boot is capped here.
+MAX_BOOT = 300
+
+
+def with_length(summary: dict, study, df: pd.DataFrame, *, n_boot: int = MAX_BOOT) -> dict:
     """Add ``length`` to a study summary: ``controlled`` (raw and length-controlled strengths per
     criterion x system), ``coefficients`` (the length coefficient per criterion), ``bias`` (the
     longer reply's share of wins) and ``meta`` (the normalisation, model and rules)."""
     lengths = reply_lengths(study)
+    n_boot = min(n_boot, MAX_BOOT)
     section: dict = {
         "meta": {
             "normalisation": NORMALISATION,
