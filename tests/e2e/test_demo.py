@@ -5,6 +5,7 @@ from vLLM through a real Celery worker on the embedded broker."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from pairwise.services.datasheet import incomplete_fields
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -122,6 +125,12 @@ def test_demo_runs_the_whole_study_and_serves_it(page, tmp_path):
         archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
         names = {Path(n).name for n in archive.namelist()}
         assert {"judgments.csv", "items.csv", "summary.json", "table.md", "table.tex"} <= names
+        # the demo study's datasheet is complete but for what the platform cannot know
+        datasheet = json.loads(
+            archive.read(next(n for n in archive.namelist() if n.endswith("datasheet.json")))
+        )
+        assert datasheet["sample"]["n_items"] == items
+        assert incomplete_fields(datasheet) == ["ethics.approval", "ethics.preregistration"]
         rows = archive.read(next(n for n in archive.namelist() if n.endswith("judgments.csv")))
         assert rows.decode().count("\n") == 1 + items * 5
     finally:
