@@ -4,7 +4,9 @@ with everything cached. Targets (issue 10): first run <= 15 min, re-run ready in
     python bench/demo.py [--contexts 100] [--size xs] [--fast]
 
 Both runs use --no-serve, so "ready" is the moment the site would start serving. The last line
-is one JSON object with `first_run_seconds`, `rerun_seconds` and `rerun_vs_first`.
+is one JSON object with `first_run_seconds`, `rerun_seconds`, `rerun_vs_first` and
+`care_clean_share`: the share of the study's CARE outputs that parse as a complete four-node
+chain with a non-empty reply (issue #20, item 7: the target is >= 0.95).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -43,6 +46,18 @@ def run(var: Path, args: list[str]) -> tuple[float, str]:
     return took, proc.stdout
 
 
+def care_clean_share(db: Path) -> float | None:
+    """Share of the CARE (reasoning) checkpoints' responses whose parse is `complete` with a
+    non-empty reply, from the demo's SQLite database; None when there are none."""
+    with sqlite3.connect(db) as conn:
+        clean, total = conn.execute(
+            "SELECT SUM(r.parse_status = 'complete' AND r.text <> ''), COUNT(*) "
+            "FROM pairwise_response r JOIN pairwise_checkpoint c ON r.checkpoint_id = c.id "
+            "WHERE c.reasoning"
+        ).fetchone()
+    return round(clean / total, 4) if total else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contexts", type=int, default=100)
@@ -54,7 +69,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         first, out = run(Path(tmp), args)
         steps = [line.strip() for line in out.splitlines() if "done in" in line]
-        print(f"first run: {first:.0f}s (load {load:.1f})")
+        clean = care_clean_share(Path(tmp) / "db.sqlite3")
+        print(f"first run: {first:.0f}s (load {load:.1f}); CARE clean chains: {clean}")
         for line in steps:
             print("   ", line)
         again, _ = run(Path(tmp), args)
@@ -69,6 +85,7 @@ def main() -> None:
                 "size": a.size,
                 "fast": a.fast,
                 "load_avg_1m": round(load, 2),
+                "care_clean_share": clean,
             }
         )
     )

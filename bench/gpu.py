@@ -50,8 +50,8 @@ def metrics(checkpoint: Path) -> dict:
 def generate(checkpoint: Path, device: str, dtype: str, n: int) -> dict:
     """Greedy CARE replies to the last seeker turn of ``n`` ESConv test contexts."""
     from models.base import GenerationRequest, SamplingParams
+    from models.care_format import parse_care_output
     from models.hf_backend import HFBackend
-    from training.care_format import parse_care_output
     from training.datasets import load_dialogues
     from training.datasets.examples import turn_examples
     from training.prompts import to_messages

@@ -2,7 +2,7 @@
 
 The text is a pure function of (model, reasoning, messages, sampling, seed): equal inputs give
 equal text, and a different seed (when sampling), context or model gives a different one. With
-``reasoning=True`` the text is a CARE chain written by ``training.care_format`` followed by the
+``reasoning=True`` the text is a CARE chain written by ``models.care_format`` followed by the
 reply, and ``malformed_rate`` makes a stable fraction of outputs broken in the ways real models
 break them. ``fail_every`` makes batches fail, to test retries; ``delay`` makes them slow, to
 test what happens when a worker dies mid-batch.
@@ -26,7 +26,7 @@ from models.base import (
     check_messages,
     prompt_hash,
 )
-from training.care_format import format_care_output
+from models.care_format import format_care_output
 from training.datasets.strategies import ESCONV_STRATEGIES
 
 _OPENERS = (

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.cli import resolved_config, run_cli
 from training.lineage import (
     LineageError,
     checkpoint_generation_defaults,
@@ -47,8 +48,6 @@ from training.sft import (
     load_tokenizer,
     longest_completion_tokens,
     non_finite_guard,
-    resolved_config,
-    run_cli,
 )
 
 logger = logging.getLogger(__name__)

@@ -47,6 +47,10 @@ a record, anywhere in the file, is moved to ``<out>.corrupt`` and reported, and 
 it are kept. A resume whose template, teacher or seed differ from those of the records already
 in ``out`` stops with an error naming them, unless ``--force`` is given. Each line is flushed
 as soon as it is written.
+
+This module is the command and its loop; the offline chains are ``training.offline_chains``,
+the teacher's prompt and checks ``training.teacher``, and the resume bookkeeping (``out``,
+``.dropped.jsonl``, ``.stats.json``) ``training.enrich_resume``.
 """
 
 from __future__ import annotations
@@ -54,28 +58,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import re
-import string
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from training.care_format import (
-    NODES,
-    canonical_strategy,
-    format_care_output,
-    parse_care_output,
+from models.care_format import canonical_strategy, format_care_output
+from training.enrich_resume import (
+    RUN_COUNTS,
+    accumulate_stats,
+    check_resume,
+    example_id,
+    read_dropped,
+    scan_output,
+)
+from training.offline_chains import OFFLINE_TEMPLATE, offline_chain
+from training.teacher import (
+    check_teacher_chain,
+    check_teacher_endpoint,
+    load_template,
+    teacher_prompt,
 )
 
 logger = logging.getLogger(__name__)
-
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-OFFLINE_TEMPLATE = "offline_v2"
 
 
 @dataclass
@@ -160,326 +167,6 @@ class EnrichConfig:
         return parsed
 
 
-#: Model names the DeepSeek API accepts; it does not know hub ids such as deepseek-ai/DeepSeek-R1.
-DEEPSEEK_API_MODELS = ("deepseek-reasoner", "deepseek-chat")
-
-
-def check_teacher_endpoint(model: str, base_url: str | None) -> None:
-    """Refuse a model name the endpoint cannot know: a hub id sent to the DeepSeek API.
-
-    >>> check_teacher_endpoint("deepseek-reasoner", "https://api.deepseek.com/v1")
-    >>> check_teacher_endpoint("deepseek-ai/DeepSeek-R1", "http://localhost:8000/v1")
-    >>> check_teacher_endpoint("deepseek-ai/DeepSeek-R1", "https://api.deepseek.com/v1")
-    ... # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: teacher_model='deepseek-ai/DeepSeek-R1' is not a DeepSeek API model name ...
-    """
-    host = urlsplit(base_url or "").hostname or ""
-    if (host == "deepseek.com" or host.endswith(".deepseek.com")) and model not in (
-        DEEPSEEK_API_MODELS
-    ):
-        raise ValueError(
-            f"teacher_model={model!r} is not a DeepSeek API model name (base_url {base_url}); "
-            f"expected one of {', '.join(DEEPSEEK_API_MODELS)} (R1 is 'deepseek-reasoner'). "
-            "Hub ids such as deepseek-ai/DeepSeek-R1 are for a local vLLM server."
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Offline chains
-
-
-# Short, regular sentences: a tiny model (about 1M parameters) learns to write the four tags
-# reliably only when the chain is short; with the situation and a 30-word quote (~165 tokens)
-# most of its samples were malformed (docs/training.md, "Measured at tiny scale").
-_CONTEXT = (
-    "The seeker is dealing with {problem}. They said: {last}",
-    "The seeker talks about {problem}. They said: {last}",
-    "This is about {problem}. They said: {last}",
-)
-_APPRAISAL = {
-    "anxiety": "the situation around {problem} will turn out badly and is out of their control",
-    "nervousness": "the situation around {problem} will turn out badly and is out of their control",
-    "depression": "things will not get better and that their efforts with {problem} do not matter",
-    "sadness": "{problem} has taken something from them that they cannot get back",
-    "anger": "they have been treated unfairly in {problem}",
-    "fear": "{problem} threatens their safety or their future",
-    "shame": "{problem} shows that something is wrong with them",
-    "guilt": "they are to blame for {problem}",
-    "disgust": "what happened in {problem} is unacceptable",
-    "jealousy": "others have what they lack in {problem}",
-    "pain": "{problem} keeps hurting them and will not ease",
-}
-_COGNITION = ("They believe {appraisal}.", "They think {appraisal}.")
-_EMOTION = ("They feel {emotion}.", "They are feeling {emotion}.")
-_PLAN = {
-    "Question": (
-        "Ask an open question to learn more about {focus}.",
-        "Invite them to say more, so I understand {focus} before responding further.",
-    ),
-    "Restatement or Paraphrasing": (
-        "Restate what they said about {focus} so they know they were heard.",
-        "Paraphrase their account of {focus} to check I understood it.",
-    ),
-    "Reflection of feelings": (
-        "Name the {emotion} they are feeling so it is acknowledged.",
-        "Reflect their {emotion} back to them, gently and without judging.",
-    ),
-    "Self-disclosure": (
-        "Share a similar experience of my own so they feel less alone with {focus}.",
-        "Briefly disclose that I have faced something like {focus} too.",
-    ),
-    "Affirmation and Reassurance": (
-        "Affirm their strengths and reassure them that {focus} can get better.",
-        "Reassure them that feeling {emotion} makes sense and that they are coping.",
-    ),
-    "Providing Suggestions": (
-        "Offer a concrete, manageable suggestion for {focus}.",
-        "Suggest a small next step they could take with {focus}.",
-    ),
-    "Information": (
-        "Give useful information about {focus} that may help them.",
-        "Share relevant facts about {focus} to put it in perspective.",
-    ),
-    "Others": (
-        "Respond warmly to keep the conversation going and show I am here for them.",
-        "Acknowledge their message in a friendly way and keep them talking.",
-    ),
-}
-_PLAN_DEFAULT = ("Use the strategy {strategy} to support them with {focus}.",)
-
-
-def _sentence(text: str | None, max_words: int = 40) -> str:
-    words = (text or "").split()
-    if not words:
-        return ""
-    clipped = " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
-    return clipped if clipped[-1] in ".!?\"'…" else clipped + "."
-
-
-def _last_seeker_text(history: Sequence[Any]) -> str | None:
-    for turn in reversed(history):
-        if getattr(turn, "speaker", None) == "seeker" and turn.text.strip():
-            return turn.text
-    return None
-
-
-def offline_chain(example: Any, *, seed: int = 0) -> dict[str, str]:
-    """The four CARE nodes for a ``TurnExample``, built from its annotations with templates.
-
-    Deterministic for a given (seed, dialogue id, turn index); the plan names the gold strategy.
-    """
-    if not example.strategy:
-        raise ValueError(f"{example.dialogue_id}#{example.turn_index}: no gold strategy")
-    strategy = canonical_strategy(example.strategy) or example.strategy
-    rng = random.Random(f"{seed}:{example.dialogue_id}:{example.turn_index}")
-    problem = (example.problem_type or "a difficult situation").strip().lower()
-    emotion = (example.emotion_type or "distress").strip().lower()
-    last = _last_seeker_text(example.history)
-    context = rng.choice(_CONTEXT).format(
-        problem=problem,
-        last=f'"{_sentence(last, 12)}"' if last else "nothing yet; the supporter speaks first.",
-    )
-    appraisal = _APPRAISAL.get(emotion, "{problem} is more than they can handle alone")
-    cognition = rng.choice(_COGNITION).format(appraisal=appraisal.format(problem=problem))
-    emotion_node = rng.choice(_EMOTION).format(emotion=emotion, problem=problem)
-    plan = rng.choice(_PLAN.get(strategy, _PLAN_DEFAULT)).format(
-        focus=problem, emotion=emotion, strategy=strategy
-    )
-    return {
-        "context": " ".join(context.split()),
-        "cognition": cognition,
-        "emotion": emotion_node,
-        "plan": plan,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Teacher chains
-
-
-def load_template(name: str) -> tuple[string.Template, str]:
-    """The teacher prompt ``training/templates/<name>.txt`` and its version (the file name)."""
-    path = TEMPLATE_DIR / f"{name}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"template {name!r}: {path} does not exist")
-    return string.Template(path.read_text("utf-8")), name
-
-
-def _history_text(history: Sequence[Any]) -> str:
-    lines = [f"{'Seeker' if t.speaker == 'seeker' else 'Supporter'}: {t.text}" for t in history]
-    return "\n".join(lines) or "(the supporter speaks first)"
-
-
-def teacher_prompt(template: string.Template, example: Any) -> str:
-    """Fill the teacher template for one example (``$name`` placeholders)."""
-    return template.safe_substitute(
-        strategy=canonical_strategy(example.strategy) or example.strategy,
-        problem_type=example.problem_type or "unknown",
-        emotion_type=example.emotion_type or "unknown",
-        situation=example.situation or "unknown",
-        history=_history_text(example.history),
-        response=example.target,
-    )
-
-
-_R1_THINK_END = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
-
-
-def check_teacher_chain(text: str, gold_strategy: str) -> tuple[dict[str, str] | None, str]:
-    """Validate a teacher's chain: (nodes, "ok") or (None, reason).
-
-    A reasoning model's own ``<think>...</think>`` (DeepSeek-R1) is dropped first: the chain is
-    what follows it. The chain must hold the four nodes once each, in order, with the plan's
-    strategy equal to the gold one after normalisation.
-    """
-    chain = _R1_THINK_END.split(text or "")[-1].strip()
-    parsed = parse_care_output(f"<think>{chain}</think>\n.")
-    if parsed.status != "complete":
-        return None, parsed.status
-    want = canonical_strategy(gold_strategy)
-    if parsed.strategy is None or want is None or parsed.strategy.casefold() != want.casefold():
-        return None, "wrong_strategy"
-    return {n: parsed.nodes[n] for n in NODES}, "ok"
-
-
-# ---------------------------------------------------------------------------------------------
-# Output, resume
-
-
-def example_id(example: Any) -> str:
-    """The stable id of a turn example: ``<dialogue_id>#<turn_index>``."""
-    return f"{example.dialogue_id}#{example.turn_index}"
-
-
-class ResumeError(ValueError):
-    """Resuming ``out`` would mix records made differently (template, teacher or seed)."""
-
-
-def _record_error(record: Any) -> str | None:
-    """Why a parsed line is not an enrichment record, or None when it is one."""
-    if not isinstance(record, dict):
-        return f"a JSON {type(record).__name__}, not an object"
-    for key, kind in (("id", str), ("target", str), ("history", list), ("provenance", dict)):
-        if not isinstance(record.get(key), kind):
-            return f"field {key!r} missing or not a {kind.__name__}"
-    return None
-
-
-@dataclass
-class OutputScan:
-    """What a resume finds in ``out``: the ids written, how they were made, and bad lines."""
-
-    done: set[str] = field(default_factory=set)
-    made_with: Counter = field(default_factory=Counter)  # (teacher, template, seed) -> records
-    corrupt: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
-
-
-def scan_output(out: Path) -> OutputScan:
-    """Read ``out`` for a resume; keep every valid record, move every other line aside.
-
-    A line that is not a record (cut short by a crash, invalid JSON, a wrong shape), wherever
-    it is, goes to ``<out>.corrupt`` with its line number and reason, and ``out`` is rewritten
-    (atomically) without it: the valid lines after it are kept, and appending starts on a
-    fresh line.
-    """
-    scan = OutputScan()
-    if not out.exists():
-        return scan
-    good: list[bytes] = []
-    bad: list[dict[str, Any]] = []
-    with out.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-                reason = _record_error(record)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                reason = f"not JSON ({exc.__class__.__name__}: {exc})"
-                if not raw.endswith(b"\n"):
-                    reason = "cut short (no end of line: a crash mid-write?)"
-            if reason is not None:
-                scan.corrupt.append((lineno, reason))
-                text = raw.decode("utf-8", "replace").rstrip("\n")
-                bad.append({"line": lineno, "reason": reason, "text": text})
-                continue
-            scan.done.add(record["id"])
-            prov = record["provenance"]
-            scan.made_with[(prov.get("teacher"), prov.get("template"), prov.get("seed"))] += 1
-            good.append(raw if raw.endswith(b"\n") else raw + b"\n")
-    if bad or (good and b"".join(good) != out.read_bytes()):
-        if bad:
-            with open(f"{out}.corrupt", "a", encoding="utf-8") as fh:
-                for entry in bad:
-                    fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            logger.warning(
-                "%s: %d line(s) are not records, moved to %s.corrupt: %s",
-                out,
-                len(bad),
-                out,
-                "; ".join(f"line {n}: {why}" for n, why in scan.corrupt[:5]),
-            )
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_bytes(b"".join(good))
-        tmp.replace(out)
-    return scan
-
-
-def check_resume(cfg: EnrichConfig, out: Path, scan: OutputScan) -> None:
-    """Stop (``ResumeError``) when ``out`` holds records made with another template, teacher or
-    seed than ``cfg``'s, unless ``cfg.force``."""
-    want = cfg.provenance()
-    mine = (want["teacher"], want["template"], want["seed"])
-    others = {k: n for k, n in scan.made_with.items() if k != mine}
-    if not others or cfg.force:
-        if others:
-            logger.warning("%s: --force: adding %s records to %s", out, mine, dict(others))
-        return
-    found = "; ".join(
-        f"{n} record(s) with teacher={t!r}, template={tp!r}, seed={sd!r}"
-        for (t, tp, sd), n in sorted(others.items(), key=str)
-    )
-    raise ResumeError(
-        f"{out}: this run would write teacher={mine[0]!r}, template={mine[1]!r}, "
-        f"seed={mine[2]!r}, but the file holds {found}. Write to another --out, or pass "
-        "--force true to mix them."
-    )
-
-
-def read_dropped(out: Path) -> dict[str, dict[str, Any]]:
-    """The examples earlier runs dropped (``<out>.dropped.jsonl``), by id; bad lines skipped."""
-    path = Path(f"{out}.dropped.jsonl")
-    dropped: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return dropped
-    for lineno, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), 1):
-        try:
-            entry = json.loads(line)
-            dropped[entry["id"]] = entry
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if line.strip():
-                logger.warning("%s:%d: not a dropped-example line, skipped", path, lineno)
-    return dropped
-
-
-def _read_stats(path: Path) -> dict[str, Any]:
-    """The stats of earlier runs; a file from before ``runs`` existed counts as one run."""
-    if not path.exists():
-        return {"runs": []}
-    try:
-        stats = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        logger.warning("%s: unreadable (%s); counting from this run on", path, exc)
-        return {"runs": []}
-    if not isinstance(stats, dict):
-        return {"runs": []}
-    if "runs" not in stats:  # one run, written before the stats accumulated
-        stats = {"runs": [{k: v for k, v in stats.items() if k not in ("out", "mode")}]}
-    return stats
-
-
 def _recorded_config(cfg: EnrichConfig) -> dict[str, Any]:
     """The config as written to the stats: an API key in ``backend_settings`` is masked."""
     config = asdict(cfg)
@@ -487,30 +174,6 @@ def _recorded_config(cfg: EnrichConfig) -> dict[str, Any]:
     if "api_key" in settings:
         config["backend_settings"] = {**settings, "api_key": "***"}
     return config
-
-
-RUN_COUNTS = ("generated", "retried", "dropped", "corrupt_lines")
-
-
-def _accumulate(path: Path, run: dict[str, Any], records: int, dropped_ids: int) -> dict:
-    """Add this run to ``<out>.stats.json`` and return the whole file's content."""
-    stats = _read_stats(path)
-    runs = [*stats.get("runs", []), run]
-    totals: dict[str, Any] = {k: sum(int(r.get(k) or 0) for r in runs) for k in RUN_COUNTS}
-    rejections: Counter[str] = Counter()
-    for r in runs:
-        rejections.update(r.get("rejections") or {})
-    merged = {
-        "out": run["out"],
-        "mode": run["mode"],
-        **totals,
-        "rejections": dict(rejections),
-        "records": records,
-        "dropped_pending": dropped_ids,
-        "runs": runs,
-    }
-    path.write_text(json.dumps(merged, indent=2, default=str) + "\n", "utf-8")
-    return merged
 
 
 def make_record(example: Any, nodes: dict[str, str], provenance: dict[str, Any]) -> dict:
@@ -679,7 +342,7 @@ def enrich(
         "rejections": dict(reasons),
         "config": _recorded_config(cfg),
     }
-    totals = _accumulate(
+    totals = accumulate_stats(
         Path(f"{out}.stats.json"),
         run,
         records=len(scan.done) + counts["generated"],

@@ -8,11 +8,12 @@
 Prompts are ESConv supporter turns (``to_messages(history, care=True)``); the gold strategy is a
 dataset column, ``strategy``, which TRL passes to every reward function as ``kwargs["strategy"]``.
 
-Rewards: ``reward_funcs`` = (format, structure, strategy, care). The recipe's
-``reward_weights: [0.0, 0.0, 0.0, 1.0]`` trains on the hierarchical ``care_reward`` alone (see
-``training.rewards`` for the scheme) while TRL still logs each component's mean as
-``rewards/<name>/mean``. Those means, first and last logged and averaged over the run, go into
-``lineage.json``.
+Rewards: the recipe names the rewards it trains on, with their weights: ``rewards: {care:
+1.0}`` (the default) trains on the hierarchical ``care_reward`` alone (see ``training.rewards``
+for the scheme). Every reward of ``training.rewards.REWARDS`` goes to TRL, in that order, those
+not named with weight 0, so TRL still logs each component's mean as ``rewards/<name>/mean``.
+Positional ``reward_weights`` in a recipe are refused. Those means, first and last logged and
+averaged over the run, go into ``lineage.json``.
 
 Generation: ``use_vllm: true`` uses TRL's vLLM colocate mode. On a GPU that is TRL's own path.
 On CPU, TRL's per-parameter weight sync fails (vLLM-CPU repacks linear weights, so
@@ -32,11 +33,18 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from training.care_format import canonical_strategy
+from models.care_format import canonical_strategy
+from training.cli import resolved_config, run_cli
 from training.lineage import checkpoint_generation_defaults, parent_info, write_lineage
 from training.progress import progress_callbacks
 from training.prompts import to_messages
-from training.rewards import DEFAULT_MAX_REPLY_WORDS, REWARD_FUNCS
+from training.rewards import (
+    DEFAULT_MAX_REPLY_WORDS,
+    REWARD_FUNCS,
+    REWARDS,
+    parse_rewards,
+    reward_weights,
+)
 from training.sft import (
     DataArguments,
     data_fingerprint,
@@ -45,13 +53,12 @@ from training.sft import (
     iter_turn_examples,
     load_tokenizer,
     non_finite_guard,
-    run_cli,
 )
-from training.sft import resolved_config as _resolved_config
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REWARD_WEIGHTS = [0.0, 0.0, 0.0, 1.0]
+#: What GRPO trains on when the recipe names no rewards: the hierarchical total alone.
+DEFAULT_REWARDS = {"care": 1.0}
 
 
 @dataclass
@@ -72,10 +79,20 @@ class GRPOArguments(DataArguments):
         default=DEFAULT_MAX_REPLY_WORDS,
         metadata={"help": "a reply longer than this (words) loses the format reward"},
     )
+    rewards: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "the rewards to train on, by name, with their weights: {care: 1.0} in a "
+            "recipe, 'strategy=1,care=1' on the command line (default: care); every reward is "
+            "logged, those not named with weight 0"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_reply_words < 1:
             raise ValueError(f"max_reply_words={self.max_reply_words}: expected >= 1")
+        self.rewards = parse_rewards(DEFAULT_REWARDS if self.rewards is None else self.rewards)
+        reward_weights(self.rewards)  # an unknown name stops here, naming it
         if self.dataset != "esconv":
             raise ValueError(f"dataset={self.dataset!r}: GRPO needs gold strategies (esconv)")
         if not self.care:
@@ -131,6 +148,19 @@ def _patch_cpu_vllm(trainer: Any) -> None:
     logger.info("vLLM on CPU: weight sync uses model_runner.reload_weights + reset_prefix_cache")
 
 
+def apply_rewards(args: GRPOArguments, training_args: Any) -> None:
+    """Set TRL's ``reward_weights`` from the recipe's named ``rewards``. Weights set otherwise
+    (positional ``reward_weights``) are refused unless they are the same."""
+    weights = reward_weights(args.rewards)
+    given = training_args.reward_weights
+    if given is not None and [float(w) for w in given] != weights:
+        raise ValueError(
+            f"reward_weights={list(given)}: positional weights are not read; name the rewards "
+            f"instead (rewards: {args.rewards} gives {weights} over {', '.join(REWARDS)})"
+        )
+    training_args.reward_weights = weights
+
+
 def build_trainer(
     args: GRPOArguments, training_args: Any, rows: list[dict[str, Any]] | None = None
 ):
@@ -139,8 +169,7 @@ def build_trainer(
     from trl import GRPOTrainer
 
     rows = build_prompts(args) if rows is None else rows
-    if training_args.reward_weights is None:
-        training_args.reward_weights = list(DEFAULT_REWARD_WEIGHTS)
+    apply_rewards(args, training_args)
     if training_args.use_vllm:
         import torch
 
@@ -210,7 +239,7 @@ def train(args: GRPOArguments, training_args: Any) -> Path:
         out,
         system=args.system_name,
         stage="grpo",
-        config=_resolved_config(args, training_args),
+        config=resolved_config(args, training_args),
         data=data_fingerprint(args, rows),
         parent=parent_info(args.model_name_or_path),
         metrics={
@@ -238,10 +267,24 @@ def train(args: GRPOArguments, training_args: Any) -> Path:
 
 
 def make_parser():
-    """The ``TrlParser`` for (GRPOArguments, GRPOConfig)."""
+    """The ``TrlParser`` for (GRPOArguments, GRPOConfig); the parsed config's
+    ``reward_weights`` come from the recipe's named ``rewards``, never from the recipe itself."""
     from trl import GRPOConfig, TrlParser
 
-    return TrlParser((GRPOArguments, GRPOConfig))
+    class RewardsParser(TrlParser):
+        def parse_args_and_config(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+            parsed = super().parse_args_and_config(*args, **kwargs)
+            data_args, config = parsed[0], parsed[1]
+            if config.reward_weights is not None:
+                raise ValueError(
+                    f"reward_weights={config.reward_weights}: positional weights are not read; "
+                    f"name the rewards instead, e.g. rewards: {{care: 1.0}} (known: "
+                    f"{', '.join(REWARDS)})"
+                )
+            apply_rewards(data_args, config)
+            return parsed
+
+    return RewardsParser((GRPOArguments, GRPOConfig))
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -1,10 +1,9 @@
 """Automatic metrics for emotional-support responses, as reported in the ESC literature.
 
-``python -m training.metrics --responses FILE.jsonl --out-dir DIR`` scores responses that already
-exist (for instance those the site generated); ``python -m training.metrics --checkpoint DIR
---split test --out-dir DIR`` first generates one response per ESConv test turn, then scores it.
-Both write ``results.md``, ``results.csv`` and ``results.json`` across systems, with the paper's
-CARE (SFT-RL) row beside them as a reference.
+The metric definitions, pure functions of texts and labels: ``compute_metrics`` scores responses
+against one reference each. ``training.evaluate`` is the command line that scores responses
+files or a checkpoint's outputs (``training.generation``) and writes the tables; the site's
+``pairwise/services/scoring.py`` scores a study's responses with the same functions.
 
 Definitions (docs/metrics.md has the long version). They follow the ESConv authors' metric code
 (``codes_zcj/metric/myMetrics.py`` in thu-coai/Emotional-Support-Conversation), which MISC, KEMI
@@ -43,34 +42,23 @@ ACC_Stra, F1_Stra, Unk_Stra
     eight count as wrong, and ``Unk_Stra`` counts the latter. ``None`` (N/A) for systems that
     state no strategy at all.
 
-Generation (``--checkpoint``) uses, by default, the history window, generation budget and
-prompt convention recorded in the checkpoint's ``lineage.json``; options override them, and
-``results.json`` / ``results.md`` say what was used and where it differs from training.
-
 An empty or missing response (``None``, e.g. a CARE output with no clean reply) is scored as
 the empty string: it counts against the system instead of being dropped.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import functools
 import io
-import json
 import logging
 import math
 import os
 import re
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
-
-from training.lineage import GenerationDefaults, generation_defaults, read_lineage
 
 logger = logging.getLogger(__name__)
 
@@ -90,24 +78,6 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 #: Keys whose value is a count, shown without decimals.
 COUNT_KEYS = frozenset({"Unk_Stra"})
-
-#: CARE (SFT-RL) on the ESConv test set, as the paper reports it (arXiv 2510.05122); None where
-#: the paper gives no number. Its BERTScore comes from a different encoder than ours.
-PAPER_CARE_SFT_RL: dict[str, float | None] = {
-    "B-1": 15.01,
-    "B-2": 6.03,
-    "B-4": None,
-    "R-L": 16.79,
-    "METEOR": 14.56,
-    "BERTScore": 16.75,
-    "D-1": 4.73,
-    "D-2": 27.80,
-    "Len": None,
-    "ACC_Stra": 30.29,
-    "F1_Stra": None,
-    "Unk_Stra": None,
-}
-PAPER_ROW_NAME = "CARE (SFT-RL), paper-reported [reference]"
 
 #: The bert_score layer for MiniLM-L6. bert_score's own table has no MiniLM entry; for the other
 #: 6-layer encoder it lists (distilbert-base-uncased) the best layer is 5, so we use 5 too.
@@ -518,7 +488,7 @@ def _mean(values: Iterable[float]) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Tables
+# Table cells
 # --------------------------------------------------------------------------------------------
 
 
@@ -527,420 +497,3 @@ def format_value(key: str, value: float | None, *, missing: str = "—") -> str:
     if value is None:
         return missing
     return f"{value:.0f}" if key in COUNT_KEYS else f"{value:.2f}"
-
-
-def results_table(
-    rows: dict[str, dict[str, float | None]],
-    *,
-    fmt: str = "markdown",
-    reference_row: bool = True,
-    notes: Sequence[str] = (),
-) -> str:
-    """A table of systems by :data:`METRIC_KEYS`, with the paper's CARE row as a reference.
-
-    ``fmt`` is ``"markdown"`` (two decimals, ``—`` for N/A) or ``"csv"`` (full precision,
-    empty for N/A). The paper's row is last and named :data:`PAPER_ROW_NAME`. ``notes``
-    (markdown only) are printed under the table, e.g. a checkpoint evaluated with another
-    window than it was trained with.
-    """
-    all_rows = dict(rows)
-    if reference_row:
-        all_rows[PAPER_ROW_NAME] = PAPER_CARE_SFT_RL
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["system", *METRIC_KEYS, "reference"])
-        for name, metrics in all_rows.items():
-            values = [metrics.get(k) for k in METRIC_KEYS]
-            writer.writerow(
-                [name, *("" if v is None else repr(float(v)) for v in values)]
-                + ["yes" if name == PAPER_ROW_NAME else "no"]
-            )
-        return buf.getvalue()
-    if fmt != "markdown":
-        raise ValueError(f"fmt must be 'markdown' or 'csv', got {fmt!r}")
-    lines = [
-        "| System | " + " | ".join(METRIC_KEYS) + " |",
-        "|---|" + "---:|" * len(METRIC_KEYS),
-    ]
-    for name, metrics in all_rows.items():
-        cells = [format_value(k, metrics.get(k)) for k in METRIC_KEYS]
-        label = f"*{name}*" if name == PAPER_ROW_NAME else name
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "All scores x100 except Len (mean tokens per response) and Unk_Stra (predicted "
-        "strategies outside ESConv's eight, counted as wrong in ACC_Stra and F1_Stra); — = not "
-        "applicable or not reported.",
-        "BERTScore here is raw F1 with a local encoder (default all-MiniLM-L6-v2, layer 5; "
-        "results.json names it): not comparable with the paper's roberta-large number "
-        "(rescaled with a baseline).",
-    ]
-    if reference_row:
-        lines.append(
-            f"*{PAPER_ROW_NAME}*: numbers copied from the CARE paper (arXiv 2510.05122), "
-            "not computed here."
-        )
-    if not meteor_synonyms():
-        lines.append("METEOR computed WITHOUT WordNet synonyms (no WordNet data installed).")
-    lines += [f"Note: {note}" for note in notes]
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Responses files and generation
-# --------------------------------------------------------------------------------------------
-
-
-def read_responses(path: str | Path) -> list[dict[str, Any]]:
-    """Read a responses JSONL file: one object per line with at least ``context_id``,
-    ``response`` (string or null) and ``reference``; ``pred_strategy`` and ``gold_strategy``
-    are optional."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            for key in ("context_id", "response", "reference"):
-                if key not in row:
-                    raise ValueError(f"{path}:{lineno}: missing field {key!r}")
-            if row["response"] is not None and not isinstance(row["response"], str):
-                raise ValueError(f"{path}:{lineno}: field 'response' must be a string or null")
-            if not isinstance(row["reference"], str):
-                raise ValueError(f"{path}:{lineno}: field 'reference' must be a string")
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no responses")
-    return rows
-
-
-def score_rows(
-    rows: list[dict[str, Any]],
-    *,
-    bertscore: bool = True,
-    bertscore_model: str | None = None,
-    strategy_map: Callable[[str], str | None] | None = None,
-) -> dict[str, float | None]:
-    """:func:`compute_metrics` over rows as :func:`read_responses` returns them."""
-    has_strategy = any(r.get("pred_strategy") for r in rows)
-    return compute_metrics(
-        [r["response"] or "" for r in rows],
-        [r["reference"] for r in rows],
-        pred_strategies=[r.get("pred_strategy") for r in rows] if has_strategy else None,
-        gold_strategies=[r.get("gold_strategy") for r in rows] if has_strategy else None,
-        bertscore=bertscore,
-        bertscore_model=bertscore_model,
-        strategy_map=strategy_map,
-    )
-
-
-#: The generation budget when the checkpoint's lineage records none (a hub model, an old run).
-DEFAULT_MAX_NEW_TOKENS = 256
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How a checkpoint is prompted and how long it may write, and where each value came from.
-
-    ``window`` (None: the whole history), ``max_new_tokens`` and ``seeker_placeholder`` are
-    what generation uses; ``trained`` is what the checkpoint's lineage records
-    (``training.lineage.generation_defaults``); ``sources`` says, per field, "explicit" (a
-    command-line option), "lineage" (the trained value) or "default" (the lineage has none).
-    """
-
-    window: int | None
-    max_new_tokens: int
-    seeker_placeholder: str | None
-    care: bool
-    trained: GenerationDefaults
-    sources: dict[str, str]
-
-    def differences(self) -> list[str]:
-        """One sentence per setting that differs from what the checkpoint was trained with."""
-        out = []
-        if self.trained.source == "none":
-            return ["no lineage.json: window, budget and prompt convention are defaults"]
-        if self.window != self.trained.window:
-            out.append(
-                f"history window {_window_text(self.window)}, trained with "
-                f"{_window_text(self.trained.window)}"
-            )
-        if self.trained.max_new_tokens and self.max_new_tokens != self.trained.max_new_tokens:
-            out.append(
-                f"max_new_tokens {self.max_new_tokens}, trained with {self.trained.max_new_tokens}"
-            )
-        if self.seeker_placeholder != self.trained.seeker_placeholder:
-            out.append(
-                f"seeker placeholder {self.seeker_placeholder!r}, trained with "
-                f"{self.trained.seeker_placeholder!r}"
-            )
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "max_new_tokens": self.max_new_tokens,
-            "seeker_placeholder": self.seeker_placeholder,
-            "care": self.care,
-            "sources": dict(self.sources),
-            "trained": asdict(self.trained),
-            "differs_from_training": self.differences(),
-        }
-
-
-def _window_text(window: int | None) -> str:
-    return "all turns" if window is None else f"{window} turns"
-
-
-_FROM_LINEAGE = object()  # "use what the checkpoint was trained with"
-
-
-def evaluation_settings(
-    checkpoint: str,
-    *,
-    window: Any = _FROM_LINEAGE,
-    max_new_tokens: int | None = None,
-    seeker_placeholder: Any = _FROM_LINEAGE,
-    care: bool | None = None,
-) -> EvalSettings:
-    """The settings to evaluate ``checkpoint`` with: what its lineage records, unless given.
-
-    ``window``: a number of turns, or None for the whole history; left out, the trained
-    window. ``max_new_tokens``: left out (None), the trained budget, else
-    :data:`DEFAULT_MAX_NEW_TOKENS`. ``seeker_placeholder``: a string or None; left out, the
-    trained convention. ``care``: left out (None), whether the lineage says the checkpoint
-    reasons.
-    """
-    record = None
-    if Path(checkpoint, "lineage.json").is_file():
-        record = read_lineage(checkpoint)
-    trained = generation_defaults(record)
-    sources: dict[str, str] = {}
-    fallback = "lineage" if trained.source != "none" else "default"
-    if window is _FROM_LINEAGE:
-        window, sources["window"] = trained.window, fallback
-    else:
-        sources["window"] = "explicit"
-    if max_new_tokens is not None:
-        sources["max_new_tokens"] = "explicit"
-    elif trained.max_new_tokens:
-        max_new_tokens, sources["max_new_tokens"] = trained.max_new_tokens, "lineage"
-    else:
-        max_new_tokens, sources["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS, "default"
-    if seeker_placeholder is _FROM_LINEAGE:
-        seeker_placeholder, sources["seeker_placeholder"] = trained.seeker_placeholder, fallback
-    else:
-        sources["seeker_placeholder"] = "explicit"
-    if care is None:
-        hints = (record or {}).get("backend") or {}
-        care = bool(hints.get("reasoning", (record or {}).get("care", False)))
-        sources["care"] = "lineage" if record else "default"
-    else:
-        sources["care"] = "explicit"
-    return EvalSettings(window, max_new_tokens, seeker_placeholder, care, trained, sources)
-
-
-def generate_responses(
-    checkpoint: str,
-    *,
-    split: str = "test",
-    n: int | None = None,
-    backend: str = "hf",
-    settings: EvalSettings | None = None,
-    seed: int = 0,
-    temperature: float = 0.0,
-) -> list[dict[str, Any]]:
-    """Generate one response per ESConv ``split`` turn with ``checkpoint`` and parse it.
-
-    ``settings`` (window, budget, prompt convention, CARE or not) default to what the
-    checkpoint was trained with (:func:`evaluation_settings`). Rows have the
-    :func:`read_responses` fields plus ``raw`` (the model's whole text) and ``status`` (the
-    CARE parse status). A CARE checkpoint gets the CARE system prompt; every output goes
-    through ``parse_care_output``, which returns a baseline's text unchanged with status
-    ``no_reasoning``.
-    """
-    from models.base import GenerationRequest, SamplingParams
-    from models.registry import get_backend
-    from training.care_format import parse_care_output
-    from training.datasets import load_dialogues, turn_examples
-    from training.prompts import to_messages
-
-    settings = settings or evaluation_settings(checkpoint)
-    dialogues = load_dialogues("esconv", split)
-    examples = list(turn_examples(dialogues, window=settings.window))
-    if n is not None:
-        examples = examples[:n]
-    care = settings.care
-    # The fake backend writes CARE chains only when asked; real models do what they learned.
-    engine_settings = {"reasoning": True} if backend == "fake" and care else {}
-    engine = get_backend(backend, model=checkpoint, **engine_settings)
-    sampling = SamplingParams(
-        temperature=temperature, top_p=1.0, max_new_tokens=settings.max_new_tokens
-    )
-    requests = [
-        GenerationRequest(
-            to_messages(ex.history, care=care, seeker_placeholder=settings.seeker_placeholder),
-            sampling,
-            seed,
-        )
-        for ex in examples
-    ]
-    outputs = engine.generate(requests)
-    rows = []
-    for ex, out in zip(examples, outputs, strict=True):
-        text = out.text
-        parsed = parse_care_output(text)
-        rows.append(
-            {
-                "context_id": f"{ex.dialogue_id}#{ex.turn_index}",
-                "response": parsed.response,
-                "reference": ex.target,
-                "pred_strategy": parsed.strategy,
-                "gold_strategy": ex.strategy,
-                "status": parsed.status,
-                "finish_reason": out.finish_reason,
-                "raw": text,
-            }
-        )
-    return rows
-
-
-def _strategy_map_by_name(name: str | None) -> Callable[[str], str | None] | None:
-    if name in (None, "none"):
-        return None
-    if name == "extes":
-        from training.datasets.strategies import map_extes_strategy
-
-        return map_extes_strategy
-    raise ValueError(f"--strategy-map must be 'none' or 'extes', got {name!r}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: score responses files and/or a checkpoint, write the tables."""
-    parser = argparse.ArgumentParser(prog="python -m training.metrics", description=__doc__)
-    parser.add_argument("--responses", action="append", default=[], metavar="FILE.jsonl")
-    parser.add_argument(
-        "--name",
-        action="append",
-        default=[],
-        help="system name for each --responses file, in order (default: the file stem)",
-    )
-    parser.add_argument("--checkpoint", help="generate with this model folder, then score")
-    parser.add_argument("--checkpoint-name", help="system name for --checkpoint (default: stem)")
-    parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    parser.add_argument("--n", type=int, help="only the first N turns of the split")
-    parser.add_argument("--backend", default="hf", choices=["hf", "vllm", "fake"])
-    parser.add_argument(
-        "--care",
-        action=argparse.BooleanOptionalAction,
-        help="the checkpoint is a CARE model (default: what its lineage.json says)",
-    )
-    parser.add_argument(
-        "--window",
-        type=int,
-        help="history turns per prompt, 0 for the whole history (default: the window the "
-        "checkpoint was trained with, from its lineage.json; a different one is noted)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        help="generation budget (default: the one the checkpoint was trained with, else "
-        f"{DEFAULT_MAX_NEW_TOKENS})",
-    )
-    parser.add_argument(
-        "--seeker-placeholder",
-        help="seeker turn inserted after a supporter turn; 'none' for the ESConv convention "
-        "(default: the convention the checkpoint was trained with)",
-    )
-    parser.add_argument("--strategy-map", choices=["none", "extes"], default="none")
-    parser.add_argument("--bertscore-model", help="local encoder folder (default: MiniLM-L6)")
-    parser.add_argument("--no-bertscore", action="store_true")
-    parser.add_argument("--no-reference-row", action="store_true")
-    parser.add_argument("--out-dir", required=True)
-    args = parser.parse_args(argv)
-    if not args.responses and not args.checkpoint:
-        parser.error("give --responses FILE and/or --checkpoint DIR")
-    if args.name and len(args.name) != len(args.responses):
-        parser.error(f"{len(args.name)} --name for {len(args.responses)} --responses files")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    smap = _strategy_map_by_name(args.strategy_map)
-
-    systems: dict[str, list[dict[str, Any]]] = {}
-    evaluation: dict[str, dict[str, Any]] = {}
-    notes: list[str] = []
-    for i, path in enumerate(args.responses):
-        name = args.name[i] if args.name else Path(path).stem
-        systems[name] = read_responses(path)
-    if args.checkpoint:
-        name = args.checkpoint_name or Path(args.checkpoint.rstrip("/")).name
-        overrides: dict[str, Any] = {"care": args.care, "max_new_tokens": args.max_new_tokens}
-        if args.window is not None:
-            if args.window < 0:
-                parser.error(f"--window {args.window}: expected 0 (whole history) or more turns")
-            overrides["window"] = args.window or None
-        if args.seeker_placeholder is not None:
-            placeholder = args.seeker_placeholder
-            overrides["seeker_placeholder"] = None if placeholder.lower() == "none" else placeholder
-        settings = evaluation_settings(args.checkpoint, **overrides)
-        evaluation[name] = settings.as_dict()
-        for difference in settings.differences():
-            logger.warning("%s: evaluated with %s", name, difference)
-            notes.append(f"{name}: evaluated with {difference}.")
-        rows = generate_responses(
-            args.checkpoint,
-            split=args.split,
-            n=args.n,
-            backend=args.backend,
-            settings=settings,
-            seed=args.seed,
-        )
-        resp_path = out_dir / f"{name}.responses.jsonl"
-        with open(resp_path, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        logger.info("wrote %d responses of %s to %s", len(rows), name, resp_path)
-        systems[name] = rows
-
-    results: dict[str, dict[str, float | None]] = {}
-    for name, rows in systems.items():
-        results[name] = score_rows(
-            rows,
-            bertscore=not args.no_bertscore,
-            bertscore_model=args.bertscore_model,
-            strategy_map=smap,
-        )
-        logger.info("scored %s on %d responses", name, len(rows))
-    ref = not args.no_reference_row
-    (out_dir / "results.md").write_text(
-        results_table(results, reference_row=ref, notes=notes), "utf-8"
-    )
-    (out_dir / "results.csv").write_text(
-        results_table(results, fmt="csv", reference_row=ref), "utf-8"
-    )
-    meta = {
-        "systems": {k: len(v) for k, v in systems.items()},
-        "bertscore_model": None
-        if args.no_bertscore
-        else (args.bertscore_model or default_bertscore_model()),
-        "bertscore_layers": DEFAULT_BERTSCORE_LAYERS,
-        "meteor_wordnet_synonyms": meteor_synonyms(),
-        "evaluation": evaluation,
-        "results": results,
-        "paper_reference": PAPER_CARE_SFT_RL,
-    }
-    (out_dir / "results.json").write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
-    sys.stdout.write(results_table(results, reference_row=ref, notes=notes))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

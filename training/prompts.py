@@ -22,7 +22,7 @@ reproduces that (``LEGACY_SEEKER_PLACEHOLDER``), and their lineage says so
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from training.datasets.types import SUPPORTER, Turn
 
@@ -62,3 +62,24 @@ def to_messages(
     if seeker_placeholder is not None and messages[-1]["role"] != "user":
         messages.append({"role": "user", "content": seeker_placeholder})
     return messages
+
+
+def prompt_messages(
+    history: Sequence[Turn],
+    *,
+    window: int | None,
+    care: bool,
+    seeker_placeholder: str | None,
+) -> list[dict[str, str]]:
+    """The prompt a checkpoint is generated with: the last ``window`` turns of ``history``
+    (None: all of them) as :func:`to_messages` builds them. One function for the site's
+    generation service and ``training.generation``, so both prompt a checkpoint alike.
+
+    >>> from training.datasets.types import Turn
+    >>> history = [Turn("seeker", "Hi."), Turn("supporter", "Hello."), Turn("seeker", "Sad.")]
+    >>> [m["content"] for m in prompt_messages(history, window=1, care=False,
+    ...                                        seeker_placeholder=None)][1:]
+    ['Sad.']
+    """
+    turns = history[-window:] if window else history
+    return to_messages(turns, care=care, seeker_placeholder=seeker_placeholder)

@@ -1,6 +1,6 @@
 """Rewards for CARE's GRPO stage: pure functions ``(completions, **kwargs) -> list[float]``.
 
-Each completion is parsed once with :func:`training.care_format.parse_care_output`.
+Each completion is parsed once with :func:`models.care_format.parse_care_output`.
 ``completions`` may be plain strings or TRL's conversational form (a list of message dicts per
 completion; the ``content`` of its assistant messages is scored).
 
@@ -30,8 +30,10 @@ component counts only when the earlier ones hold::
     care = 1.0 * format + format * (1.0 * structure + structure * 1.0 * strategy)
 
 i.e. 0 (does not parse), 1 (parses), 2 (complete chain), 3 (complete chain with the gold
-strategy). GRPO passes all four functions with ``reward_weights: [0, 0, 0, 1]``: the three
-components are logged (``rewards/<name>/mean``) but only the combined reward trains. The weights
+strategy). A GRPO recipe names the rewards it trains on (``rewards: {care: 1.0}``, checked by
+:func:`reward_weights`); GRPO passes all four functions (:data:`REWARDS`), those not named with
+weight 0, so the three components are logged (``rewards/<name>/mean``) but only the combined
+reward trains. The weights
 (1/1/1) and the gating are our reading of "hierarchical rewards", not numbers from the paper.
 
 >>> good = ('<think><context>c</context><cognition>b</cognition><emotion>e</emotion>'
@@ -47,11 +49,12 @@ the loss.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from training.care_format import ParsedOutput, canonical_strategy, parse_care_output
+from models.care_format import ParsedOutput, canonical_strategy, parse_care_output
 
 FORMAT_WEIGHT = 1.0
 STRUCTURE_WEIGHT = 1.0
@@ -257,4 +260,79 @@ def care_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     return rewards
 
 
-REWARD_FUNCS = (format_reward, structure_reward, strategy_reward, care_reward)
+#: The rewards a GRPO recipe can name, in the order GRPO passes them to TRL. Every one is
+#: passed, so TRL logs each one's mean (``rewards/<function>/mean``); the recipe's ``rewards``
+#: gives the weights, and a reward it does not name gets weight 0 (logged, not trained on).
+REWARDS = {
+    "format": format_reward,
+    "structure": structure_reward,
+    "strategy": strategy_reward,
+    "care": care_reward,
+}
+REWARD_FUNCS = tuple(REWARDS.values())
+
+
+def parse_rewards(value: Any) -> dict[str, float]:
+    """A recipe's ``rewards`` as ``{name: weight}``: a YAML mapping, a list of names (weight 1
+    each) or, from the command line, a JSON object or ``name=weight,name`` text.
+
+    >>> parse_rewards({"care": 1})
+    {'care': 1.0}
+    >>> parse_rewards("strategy=2,care")
+    {'strategy': 2.0, 'care': 1.0}
+    >>> parse_rewards('{"care": 1.0}')
+    {'care': 1.0}
+    >>> parse_rewards({"care": "high"})
+    Traceback (most recent call last):
+    ...
+    ValueError: rewards: care='high': expected a number as its weight
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"rewards: {value!r} is not a JSON object ({exc.msg})") from exc
+        else:
+            value = dict(
+                (part.partition("=")[0].strip(), part.partition("=")[2].strip() or 1.0)
+                for part in text.split(",")
+                if part.strip()
+            )
+    elif isinstance(value, (list, tuple)):
+        value = dict.fromkeys(value, 1.0)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"rewards: expected a mapping of reward names to weights, got {value!r}")
+    out = {}
+    for name, weight in value.items():
+        try:
+            out[str(name)] = float(weight)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"rewards: {name}={weight!r}: expected a number as its weight"
+            ) from None
+    return out
+
+
+def reward_weights(rewards: Mapping[str, float]) -> list[float]:
+    """TRL's ``reward_weights`` for the named rewards: one per :data:`REWARD_FUNCS`, in that
+    order, 0 for a reward not named. An unknown name is an error naming the known ones.
+
+    >>> reward_weights({"care": 1.0})
+    [0.0, 0.0, 0.0, 1.0]
+    >>> reward_weights({"strategy": 1.0, "care": 1.0})
+    [0.0, 0.0, 1.0, 1.0]
+    >>> reward_weights({"nodes": 1.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: rewards: unknown reward 'nodes'; expected one of format, structure, strategy, care
+    """
+    unknown = [name for name in rewards if name not in REWARDS]
+    if unknown:
+        raise ValueError(
+            f"rewards: unknown reward {unknown[0]!r}; expected one of {', '.join(REWARDS)}"
+        )
+    if not rewards:
+        raise ValueError("rewards: name at least one reward, e.g. {care: 1.0}")
+    return [float(rewards.get(name, 0.0)) for name in REWARDS]

@@ -26,19 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.lineage import (
-    parent_info,
-    register_with_site,
-    sha256_examples,
-    sha256_file,
-    write_lineage,
-)
+from training.cli import resolved_config, run_cli
+from training.lineage import parent_info, sha256_examples, sha256_file, write_lineage
 from training.progress import progress_callbacks
 from training.prompts import to_messages
 
@@ -235,14 +229,6 @@ def non_finite_guard():
     return StopOnNonFinite()
 
 
-def resolved_config(*configs: Any) -> dict[str, Any]:
-    """The script's dataclasses as one JSON-able dict, keyed by class name."""
-    out = {}
-    for cfg in configs:
-        out[type(cfg).__name__] = cfg.to_dict() if hasattr(cfg, "to_dict") else asdict(cfg)
-    return json.loads(json.dumps(out, default=str))
-
-
 def load_tokenizer(path: str, **kwargs: Any):
     """The model's tokenizer, padding with EOS when it has no pad token (the tiny models)."""
     from transformers import AutoTokenizer
@@ -317,21 +303,6 @@ def make_parser():
     from trl import SFTConfig, TrlParser
 
     return TrlParser((DataArguments, SFTConfig))
-
-
-def run_cli(parser, train_fn, argv: list[str] | None) -> Path:
-    """Shared by the training scripts: ``--config recipe.yaml`` plus ``--flag value``
-    overrides; train, save, and register with the site when ``register`` is set."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(
-        level=os.environ.get("LOGLEVEL", "INFO"), format="%(levelname)s %(message)s"
-    )
-    args, training_args = parser.parse_args_and_config(args=argv)
-    out = train_fn(args, training_args)
-    print(f"saved {out}")
-    if args.register:
-        register_with_site(out)
-    return out
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -27,9 +27,10 @@ from urllib.parse import urlencode
 
 from django.db.models import Exists, OuterRef, Prefetch, Q
 
+from models.care_format import NODES, parse_care_output
 from pairwise.models import ComparisonItem, Judgment, Response, Study
 from pairwise.outcomes import outcome_from_choice
-from training.care_format import NODES, parse_care_output
+from pairwise.services.errors import ServiceError
 
 PAGE_SIZE = 25
 GOLD = "gold"

@@ -19,6 +19,7 @@ from django.db.models import Avg, Count, F, Q
 from django.utils import timezone
 
 from models.base import GenerationRequest, prompt_hash
+from models.care_format import has_reasoning_tag, parse_care_output
 from models.registry import get_backend
 from pairwise.models import Checkpoint, EvalContext, GenerationBatch, Response, Study
 from pairwise.services import audit
@@ -30,10 +31,9 @@ from pairwise.services.sampling import (
     sampling_key,
     sampling_params,
 )
-from training.care_format import has_reasoning_tag, parse_care_output
 from training.datasets.types import Turn
 from training.lineage import generation_defaults
-from training.prompts import to_messages
+from training.prompts import prompt_messages
 
 log = logging.getLogger(__name__)
 ACTIVE = (GenerationBatch.Status.PENDING, GenerationBatch.Status.RUNNING)
@@ -159,8 +159,9 @@ def run_batch(batch_id: int, *, worker: str = "") -> str:
         window = (checkpoint.backend_config or {}).get("prompt_window", trained.window)
         requests = [
             GenerationRequest(
-                messages=to_messages(
-                    [Turn.from_dict(t) for t in (c.history[-window:] if window else c.history)],
+                messages=prompt_messages(
+                    [Turn.from_dict(t) for t in c.history],
+                    window=window,
                     care=checkpoint.reasoning,
                     seeker_placeholder=trained.seeker_placeholder,
                 ),

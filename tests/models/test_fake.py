@@ -7,8 +7,8 @@ import time
 import pytest
 
 from models.base import BackendError, GenerationRequest, SamplingParams, TransientBackendError
+from models.care_format import parse_care_output
 from models.fake import FakeBackend
-from training.care_format import parse_care_output
 from training.datasets.strategies import ESCONV_STRATEGIES
 
 SAD = [

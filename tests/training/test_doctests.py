@@ -1,5 +1,5 @@
 """The doctests of training modules that pyproject's testpaths do not list (it lists only
-rewards.py and care_format.py), so that bin/test runs them too."""
+training/rewards.py and models/care_format.py), so that bin/test runs them too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["training.lineage", "training.prompts", "training.enrich", "training.metrics"]
+    "module", ["training.lineage", "training.prompts", "training.teacher", "training.metrics"]
 )
 def test_module_doctests(module):
     result = doctest.testmod(importlib.import_module(module))

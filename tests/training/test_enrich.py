@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from models.base import Generation
-from training.care_format import NODES, parse_care_output
+from models.care_format import NODES, parse_care_output
 from training.datasets import load_dialogues, turn_examples
 from training.datasets.strategies import ESCONV_STRATEGIES
-from training.enrich import EnrichConfig, check_teacher_chain, enrich, main
+from training.enrich import EnrichConfig, enrich, main
+from training.teacher import check_teacher_chain
 
 RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
 
@@ -273,7 +274,7 @@ def test_a_stats_file_from_before_runs_counts_as_one_run(tmp_path, examples):
 
 
 def test_a_resume_with_another_seed_template_or_teacher_stops_unless_forced(tmp_path, examples):
-    from training.enrich import ResumeError
+    from training.enrich_resume import ResumeError
 
     out = tmp_path / "care.jsonl"
     enrich(EnrichConfig(out=str(out), seed=0), examples=examples[:5])
@@ -291,7 +292,7 @@ def test_a_resume_with_another_seed_template_or_teacher_stops_unless_forced(tmp_
 def test_teacher_model_must_suit_the_endpoint_and_the_key_comes_from_the_environment(
     monkeypatch,
 ):
-    from training.enrich import check_teacher_endpoint
+    from training.teacher import check_teacher_endpoint
 
     api = '{"base_url": "https://api.deepseek.com/v1"}'
     with pytest.raises(ValueError, match="deepseek-reasoner"):

@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from training import evaluate as ev  # noqa: E402
 from training import metrics as m  # noqa: E402
 
 # --- tokenisation -----------------------------------------------------------------------------
@@ -271,18 +272,18 @@ def test_compute_metrics_keys_scale_and_not_applicable():
 
 def test_results_table_marks_the_paper_row():
     row = m.compute_metrics(["the cat sat"], ["the cat sat"], bertscore=False)
-    md = m.results_table({"mine": row})
+    md = ev.results_table({"mine": row})
     lines = md.splitlines()
     assert lines[0].split("|")[2:-1] == [f" {k} " for k in m.METRIC_KEYS]
-    assert f"*{m.PAPER_ROW_NAME}* | 15.01 | 6.03 | — | 16.79 | 14.56 | 16.75 | 4.73 | 27.80" in md
+    assert f"*{ev.PAPER_ROW_NAME}* | 15.01 | 6.03 | — | 16.79 | 14.56 | 16.75 | 4.73 | 27.80" in md
     assert "not comparable" in md
-    rows = list(csv.DictReader(io.StringIO(m.results_table({"mine": row}, fmt="csv"))))
-    assert [r["system"] for r in rows] == ["mine", m.PAPER_ROW_NAME]
+    rows = list(csv.DictReader(io.StringIO(ev.results_table({"mine": row}, fmt="csv"))))
+    assert [r["system"] for r in rows] == ["mine", ev.PAPER_ROW_NAME]
     assert [r["reference"] for r in rows] == ["no", "yes"]
     assert float(rows[0]["B-1"]) == pytest.approx(100.0)
     assert rows[1]["B-4"] == "" and float(rows[1]["ACC_Stra"]) == 30.29
     with pytest.raises(ValueError, match="fmt"):
-        m.results_table({}, fmt="html")
+        ev.results_table({}, fmt="html")
 
 
 def _write_jsonl(path, rows):
@@ -310,10 +311,10 @@ def test_cli_scores_responses_files_and_writes_tables(tmp_path, capsys):
     )
     out = tmp_path / "out"
     files = ["--responses", str(base), "--responses", str(care)]
-    rc = m.main([*files, "--name", "Base", "--name", "CARE", "--out-dir", str(out)])
+    rc = ev.main([*files, "--name", "Base", "--name", "CARE", "--out-dir", str(out)])
     assert rc == 0
     md = (out / "results.md").read_text()
-    assert "| Base |" in md and "| CARE |" in md and m.PAPER_ROW_NAME in md
+    assert "| Base |" in md and "| CARE |" in md and ev.PAPER_ROW_NAME in md
     rows = {r["system"]: r for r in csv.DictReader(io.StringIO((out / "results.csv").read_text()))}
     assert rows["Base"]["ACC_Stra"] == ""  # a baseline states no strategy: N/A
     assert float(rows["CARE"]["ACC_Stra"]) == pytest.approx(50.0)  # one right, one missing
@@ -329,7 +330,7 @@ def test_cli_reports_a_bad_line_by_file_and_number(tmp_path):
         '{"context_id": "x", "response": "hi", "reference": "hello"}\n{"context_id": 1}\n'
     )
     with pytest.raises(ValueError, match=r"bad.jsonl:2: missing field 'response'"):
-        m.main(["--responses", str(bad), "--out-dir", str(tmp_path / "o"), "--no-bertscore"])
+        ev.main(["--responses", str(bad), "--out-dir", str(tmp_path / "o"), "--no-bertscore"])
 
 
 def test_cli_generates_with_a_checkpoint_then_scores(tmp_path):
@@ -338,17 +339,17 @@ def test_cli_generates_with_a_checkpoint_then_scores(tmp_path):
     out = tmp_path / "out"
     argv = ["--checkpoint", str(tmp_path / "care-fake"), "--backend", "fake", "--care"]
     assert (
-        m.main([*argv, "--split", "test", "--n", "12", "--no-bertscore", "--out-dir", str(out)])
+        ev.main([*argv, "--split", "test", "--n", "12", "--no-bertscore", "--out-dir", str(out)])
         == 0
     )
-    rows = m.read_responses(out / "care-fake.responses.jsonl")
+    rows = ev.read_responses(out / "care-fake.responses.jsonl")
     assert len(rows) == 12
     assert rows[0]["context_id"].startswith("esconv/test/")
     assert all(r["status"] == "complete" and "<think>" in r["raw"] for r in rows)
     assert all(r["response"] and "<" not in r["response"] for r in rows)
     assert all(r["gold_strategy"] for r in rows) and all(r["pred_strategy"] for r in rows)
     table = {r["system"]: r for r in csv.DictReader(io.StringIO((out / "results.csv").read_text()))}
-    assert set(table) == {"care-fake", m.PAPER_ROW_NAME}
+    assert set(table) == {"care-fake", ev.PAPER_ROW_NAME}
     assert 0 <= float(table["care-fake"]["ACC_Stra"]) <= 100
     assert table["care-fake"]["BERTScore"] == ""  # --no-bertscore
 
@@ -405,7 +406,7 @@ def test_cli_evaluates_with_the_window_budget_and_convention_it_was_trained_with
     generation = {"window": 2, "max_new_tokens": 40, "seeker_placeholder": None}
     ckpt = _checkpoint(tmp_path, generation=generation)
     out = tmp_path / "out"
-    m.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--out-dir", str(out)])
+    ev.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--out-dir", str(out)])
     assert len(recorder.requests) == 60
     assert all(r.sampling.max_new_tokens == 40 for r in recorder.requests)
     assert all(_turns(r.messages) <= 2 for r in recorder.requests)
@@ -430,7 +431,7 @@ def test_cli_evaluates_with_the_window_budget_and_convention_it_was_trained_with
 def test_cli_says_so_when_evaluating_with_another_window(tmp_path, recorder):
     ckpt = _checkpoint(tmp_path, generation={"window": 2, "max_new_tokens": 40})
     out = tmp_path / "out"
-    m.main(["--checkpoint", str(ckpt), "--n", "20", "--window", "0", "--max-new-tokens", "64",
+    ev.main(["--checkpoint", str(ckpt), "--n", "20", "--window", "0", "--max-new-tokens", "64",
             "--no-bertscore", "--out-dir", str(out)])  # fmt: skip
     assert any(_turns(r.messages) > 2 for r in recorder.requests)  # the whole history
     used = json.loads((out / "results.json").read_text())["evaluation"]["care-tiny"]
@@ -448,12 +449,12 @@ def test_a_checkpoint_from_before_the_generation_record_keeps_its_placeholder(tm
     was trained with the synthetic "..." seeker turn, so it is evaluated with it."""
     config = {"GRPOArguments": {"window": 3}, "GRPOConfig": {"max_completion_length": 48}}
     ckpt = _checkpoint(tmp_path, config=config)
-    m.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--out-dir",
+    ev.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--out-dir",
             str(tmp_path / "o")])  # fmt: skip
     assert all(r.sampling.max_new_tokens == 48 for r in recorder.requests)
     assert not any(r.messages[-1]["role"] == "assistant" for r in recorder.requests)
     assert any(r.messages[-1] == {"role": "user", "content": "..."} for r in recorder.requests)
     recorder.requests.clear()
-    m.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--seeker-placeholder",
+    ev.main(["--checkpoint", str(ckpt), "--n", "60", "--no-bertscore", "--seeker-placeholder",
             "none", "--out-dir", str(tmp_path / "o2")])  # fmt: skip
     assert not any(m["content"] == "..." for r in recorder.requests for m in r.messages)

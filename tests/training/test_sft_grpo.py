@@ -76,6 +76,25 @@ def test_grpo_recipes_parse(recipe):
     assert cfg.mask_truncated_completions is True and args.max_reply_words == 200
 
 
+def test_grpo_rewards_are_named_in_the_recipe(tmp_path):
+    """A recipe names the rewards it trains on; TRL gets every reward, in the registry's order,
+    those not named with weight 0. Unknown names and positional weights stop with an error."""
+    from training.grpo import make_parser
+
+    args, cfg = parse("grpo", "care_grpo_strategy_tiny.yaml")
+    assert args.rewards == {"strategy": 1.0, "care": 1.0}
+    assert cfg.reward_weights == [0.0, 0.0, 1.0, 1.0]
+    _, cfg = parse("grpo", "care_grpo_tiny.yaml", "--rewards", "strategy=2,care")
+    assert cfg.reward_weights == [0.0, 0.0, 2.0, 1.0]
+    with pytest.raises(ValueError, match="unknown reward 'nodes'; expected one of format, "):
+        parse("grpo", "care_grpo_tiny.yaml", "--rewards", "nodes=1")
+    positional = tmp_path / "positional.yaml"
+    text = (RECIPES / "care_grpo_tiny.yaml").read_text()
+    positional.write_text(text.replace("rewards: {care: 1.0}", "reward_weights: [0, 0, 0, 1]"))
+    with pytest.raises(ValueError, match="positional weights are not read"):
+        make_parser().parse_args_and_config(args=["--config", str(positional)])
+
+
 def test_bad_data_arguments_are_named():
     from training.sft import DataArguments
 

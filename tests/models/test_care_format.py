@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from training.care_format import (
+from models.care_format import (
     NODES,
     STATUSES,
     ParsedOutput,
