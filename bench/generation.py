@@ -155,172 +155,21 @@ def run_part(part: str, model: Path, opts: argparse.Namespace) -> Measurement | 
     return measure(part, make, requests[: opts.one_by_one_n], one_by_one=True)
 
 
-# --- The Celery pipeline against direct calls -------------------------------------------------
-
-PIPELINE_POLL_SECONDS = 0.05
-
-
-def _pipeline_setup(var: Path, opts: argparse.Namespace) -> dict[str, str]:
-    """Point this process at a throwaway var dir and SQLite database, set Django up, migrate.
-
-    Returns the environment a worker needs to see the same database and embedded broker."""
-    env = {
-        "DJANGO_SETTINGS_MODULE": "evalsite.settings",
-        "EVALSITE_VAR_DIR": str(var),
-        "DATABASE_URL": f"sqlite:///{var / 'db.sqlite3'}",
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the engine runs inside the solo worker
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    os.environ.update(env)
-    os.environ.pop("CELERY_BROKER_URL", None)  # the default is the embedded broker under var/
-    os.environ.setdefault("LOG_LEVEL", "WARNING")  # this process's stdout ends with the JSON
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-    return {**env, "LOG_LEVEL": "INFO"}
-
-
-def _make_contexts(n: int, window: int) -> list:
-    """EvalContexts for the same ESConv histories as ``build_requests``, in the same order."""
-    from pairwise.models import EvalContext
-    from training.datasets import load_dialogues, turn_examples
-
-    examples = list(turn_examples(load_dialogues("esconv", "test"), window=window))
-    if n > len(examples):
-        raise SystemExit(
-            f"--n: the pipeline needs distinct contexts; ESConv test has "
-            f"{len(examples)} examples at --window {window}, got --n {n}"
-        )
-    return [
-        EvalContext.objects.create(
-            source=e.source,
-            dialogue_id=e.dialogue_id,
-            turn_index=e.turn_index,
-            window=window,
-            history=[t.to_dict() for t in e.history],
-            gold_response=e.target,
-            gold_strategy=e.strategy or "",
-        )
-        for e in examples[:n]
-    ]
-
-
-def _make_study(name: str, contexts: list, version: int, model: Path, config: dict, sampling):
-    """A study with one comparison between two registrations of the same model folder."""
-    from pairwise.models import Checkpoint, System
-    from pairwise.services.studies import create_study
-
-    pair = []
-    for side in ("A", "B"):
-        system, _ = System.objects.get_or_create(name=f"bench {name.split('-')[0]} {side}")
-        pair.append(
-            Checkpoint.objects.create(
-                system=system,
-                version=version,
-                backend="vllm",
-                path=str(model),
-                backend_config=config,
-                reasoning=False,
-            )
-        )
-    return create_study(
-        name, contexts=contexts, pairs=[tuple(pair)], overlap_k=1, sampling=sampling
-    )
-
-
-def _direct_batches(study, batch_size: int) -> list[tuple]:
-    """(checkpoint, contexts, requests) exactly as ``queue_study`` + ``run_batch`` make them."""
-    from models.base import GenerationRequest
-    from pairwise.services import generation
-    from pairwise.services.sampling import sampling_params
-    from training.datasets.types import Turn
-    from training.prompts import to_messages
-
-    params = sampling_params(study.sampling)
-    contexts = list(study.contexts.order_by("pk"))
-    out = []
-    for checkpoint in generation.study_checkpoints(study):
-        for i in range(0, len(contexts), batch_size):
-            chunk = contexts[i : i + batch_size]
-            requests = [
-                GenerationRequest(
-                    to_messages([Turn.from_dict(t) for t in c.history], care=checkpoint.reasoning),
-                    params,
-                    generation._seed(study, c.pk),
-                )
-                for c in chunk
-            ]
-            out.append((checkpoint, chunk, requests))
-    return out
-
-
-def _wait_generated(study, worker: subprocess.Popen, log: Path, timeout: float) -> float:
-    """Poll the database until every batch of ``study`` is done; the perf_counter then."""
-    from pairwise.models import GenerationBatch
-
-    done, failed = GenerationBatch.Status.DONE, GenerationBatch.Status.FAILED
-    batches = GenerationBatch.objects.filter(study=study)
-    deadline = time.monotonic() + timeout
-    while True:
-        statuses = set(batches.values_list("status", flat=True))
-        if statuses and statuses <= {done, failed}:
-            end = time.perf_counter()
-            if failed in statuses:
-                errors = list(batches.filter(status=failed).values_list("error", flat=True))
-                raise RuntimeError(f"study {study.name}: batches failed: {errors[:3]}")
-            return end
-        if worker.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"worker exited with {worker.returncode}; {log}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"study {study.name}: not generated after {timeout:.0f}s; see {log}")
-        time.sleep(PIPELINE_POLL_SECONDS)
-
-
-def _worker_breakdown(study) -> dict:
-    """Where the pipeline's time went inside the worker, from the rows it wrote."""
-    from pairwise.models import GenerationBatch
-
-    rows = list(
-        GenerationBatch.objects.filter(study=study).values_list("started_at", "finished_at")
-    )
-    first, last = min(s for s, _ in rows), max(f for _, f in rows)
-    return {
-        # claimed -> done: generate, plus the batch's DB work and build_items
-        "worker_batches_s": round(sum((f - s).total_seconds() for s, f in rows), 3),
-        # first claim -> last done: adds the hand-over between batches
-        "worker_span_s": round((last - first).total_seconds(), 3),
-    }
-
-
-def _time_direct(backend, batches: list) -> tuple[float, list[float], dict]:
-    """Call ``backend.generate`` on each batch: total seconds, seconds per batch, the texts."""
-    texts: dict[tuple[int, int], str] = {}
-    per_batch = []
-    start = time.perf_counter()
-    for checkpoint, chunk, requests in batches:
-        t = time.perf_counter()
-        out = backend.generate(requests)
-        per_batch.append(round(time.perf_counter() - t, 3))
-        texts.update(((checkpoint.pk, c.pk), g.text) for c, g in zip(chunk, out, strict=True))
-    return time.perf_counter() - start, per_batch, texts
-
-
-def _batch_generate_seconds(rows: list, batches: list) -> list[float]:
-    """Each batch's ``generate`` seconds in the worker (the shares of its responses, summed)."""
-    seconds = {(ck, ctx): p["seconds"] for ck, ctx, _, p in rows}
-    return [
-        round(sum(seconds.get((checkpoint.pk, c.pk), 0.0) for c in chunk), 3)
-        for checkpoint, chunk, _ in batches
-    ]
+# --- The Celery pipeline against direct calls (helpers: generation_pipeline.py) ----------
 
 
 def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
     """Time a study through Celery against direct ``generate`` calls on the same batches."""
+    from bench.generation_pipeline import (
+        batch_generate_seconds,
+        direct_batches,
+        make_contexts,
+        make_study,
+        pipeline_setup,
+        time_direct,
+        wait_generated,
+        worker_breakdown,
+    )
     from evalsite.embedded import ProcessGroup, celery_worker_argv, start_embedded_redis
 
     def _stop(signum, frame):
@@ -331,7 +180,7 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
     group = ProcessGroup()
     ok = False
     try:
-        worker_env = _pipeline_setup(var, opts)
+        worker_env = pipeline_setup(var, opts)
         from django.conf import settings
 
         from models.base import prompt_hash
@@ -343,7 +192,7 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
         config = {"dtype": "float32", "max_model_len": 1024, **PARTS[part][1]}
         sampling = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": opts.max_new_tokens}
         batch_size = settings.GENERATION_BATCH_SIZE
-        contexts = _make_contexts(opts.n, opts.window)
+        contexts = make_contexts(opts.n, opts.window)
         expected = [prompt_hash(r.messages) for r in build_requests(opts.n, 1, opts.window)]
 
         group.adopt(
@@ -359,15 +208,15 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
         # Warm-ups, untimed and one after the other: the worker's engine (start-up, compile)
         # through a small study of its own, then this process's engine with the same settings.
         start = time.perf_counter()
-        warm = _make_study(
+        warm = make_study(
             "warmup", contexts[:4], 1, model, config, {**sampling, "max_new_tokens": 8}
         )
         open_study(warm)
-        _wait_generated(warm, worker, log, opts.pipeline_timeout)
+        wait_generated(warm, worker, log, opts.pipeline_timeout)
         worker_warm_s = time.perf_counter() - start
         start = time.perf_counter()
         backend = generation.backend_for(warm.comparisons.first().checkpoint_a)
-        backend.generate(_direct_batches(warm, batch_size)[0][2])
+        backend.generate(direct_batches(warm, batch_size)[0][2])
         direct_warm_s = time.perf_counter() - start
         print(
             f"warm-up: worker {worker_warm_s:.1f} s, direct {direct_warm_s:.1f} s",
@@ -377,8 +226,8 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
 
         reps = []
         for rep in range(opts.pipeline_reps):
-            study = _make_study(f"timed-{rep}", contexts, rep + 1, model, config, sampling)
-            batches = _direct_batches(study, batch_size)
+            study = make_study(f"timed-{rep}", contexts, rep + 1, model, config, sampling)
+            batches = direct_batches(study, batch_size)
             hashes = [
                 prompt_hash(r.messages) for _, _, rs in batches[: len(batches) // 2] for r in rs
             ]
@@ -390,11 +239,11 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
             for side in ("direct", "pipeline") if rep % 2 == 0 else ("pipeline", "direct"):
                 load_1m[side] = round(os.getloadavg()[0], 2)
                 if side == "direct":
-                    direct_s, direct_batch_s, direct_texts = _time_direct(backend, batches)
+                    direct_s, direct_batch_s, direct_texts = time_direct(backend, batches)
                 else:
                     start = time.perf_counter()
                     opened = open_study(study)
-                    end = _wait_generated(study, worker, log, opts.pipeline_timeout)
+                    end = wait_generated(study, worker, log, opts.pipeline_timeout)
                     pipeline_s = end - start
             rows = list(
                 Response.objects.filter(
@@ -413,7 +262,7 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
                 # the same engine's own generate time as the baseline: immune to the machine
                 # running one process faster than the other
                 "ratio_in_worker": round(pipeline_s / worker_generate_s, 3),
-                **_worker_breakdown(study),
+                **worker_breakdown(study),
                 "batches": opened["batches"],
                 "responses": len(rows),
                 "same_text_as_direct": same,
@@ -422,7 +271,7 @@ def run_pipeline(part: str, model: Path, opts: argparse.Namespace) -> dict:
                 "load_1m_direct": load_1m["direct"],
                 "load_1m_pipeline": load_1m["pipeline"],
                 "direct_batch_s": direct_batch_s,
-                "worker_batch_generate_s": _batch_generate_seconds(rows, batches),
+                "worker_batch_generate_s": batch_generate_seconds(rows, batches),
             }
             print(f"pipeline rep {rep}: {json.dumps(rep_result)}", file=sys.stderr, flush=True)
             reps.append(rep_result)

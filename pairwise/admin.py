@@ -16,7 +16,16 @@ from rest_framework.authtoken.models import TokenProxy
 
 from pairwise import models as m
 from pairwise import roles
-from pairwise.services import accounts, counters, criteria, export, generation, identity, studies
+from pairwise.services import (
+    accounts,
+    counters,
+    criteria,
+    evaluators,
+    export,
+    generation,
+    identity,
+    studies,
+)
 
 
 @admin.register(m.System)
@@ -306,13 +315,7 @@ class ProfileAdmin(admin.ModelAdmin):
     fields = (
         "user",
         "participant_id",
-        "expertise",
-        "language",
-        "paid",
-        "payment",
-        "recruitment",
-        "training",
-        "is_author",
+        *evaluators.PROFILE_FIELDS,
         "must_change_password",
         "password_expires_at",
     )

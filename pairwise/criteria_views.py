@@ -48,7 +48,7 @@ def study_criteria(request: HttpRequest, study_id: int) -> HttpResponse:
             messages.success(request, f"Guidelines saved (version {version.sha256[:12]}).")
         else:
             raise criteria.CriteriaError(
-                f"action: expected 'criterion' or 'guidelines', got {action[:20]!r}"
+                "action", f"expected 'criterion' or 'guidelines', got {action[:20]!r}"
             )
     except criteria.CriteriaError as exc:
         return _detail_page(request, study, errors={"criteria": str(exc)}, status=400)
@@ -64,7 +64,7 @@ def member_profile(request: HttpRequest, study: Study) -> HttpResponse:
     user = get_user_model().objects.filter(username=username).first()
     try:
         if user is None or not StudyMember.objects.filter(study=study, user=user).exists():
-            raise evaluators.ProfileError(f"username: {username[:150]!r} is not a member")
+            raise evaluators.ProfileError("username", f"{username[:150]!r} is not a member")
         data = {f: request.POST.get(f, "") for f in evaluators.PROFILE_FIELDS}
         evaluators.set_profile(user, data)
     except evaluators.ProfileError as exc:

@@ -63,9 +63,12 @@ def _require_researcher(request: HttpRequest) -> None:
         raise PermissionDenied("Only researchers and admins can see studies and results.")
 
 
-def _study_to_annotate(request: HttpRequest, study_id: int, **filters) -> Study:
+def _study_to_annotate(request: HttpRequest, study_id: int, *, open_only: bool = False) -> Study:
     _require_annotator(request)
-    return get_object_or_404(access.annotated_studies(request.user), pk=study_id, **filters)
+    study = access.study_to_annotate(request.user, study_id, open_only=open_only)
+    if study is None:
+        raise Http404("No study of yours with that id.")
+    return study
 
 
 def _managed_study(request: HttpRequest, study_id: int) -> Study:
@@ -83,7 +86,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def guidelines(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = _study_to_annotate(request, study_id, status=Study.Status.OPEN)
+    study = _study_to_annotate(request, study_id, open_only=True)
     return render(
         request,
         "pairwise/guidelines.html",
@@ -149,7 +152,7 @@ def _submit(request: HttpRequest, study: Study) -> HttpResponse:
     except allocation.InvalidJudgment as exc:
         messages.error(request, f"Please complete the form: {exc.message}")
     except allocation.LeaseExpired as exc:
-        messages.warning(request, str(exc))
+        messages.warning(request, exc.message)
     except allocation.ItemNotFound:
         raise Http404("No such item in this study") from None
     return redirect("annotate", study_id=study.pk)
@@ -256,7 +259,7 @@ def study_members(request: HttpRequest, study_id: int) -> HttpResponse:
             return member_profile(request, study)
         else:
             raise access.AccessError(
-                f"action: expected 'add', 'remove' or 'profile', got {action[:20]!r}"
+                "action", f"expected 'add', 'remove' or 'profile', got {action[:20]!r}"
             )
     except access.AccessError as exc:
         return _detail_page(request, study, errors={"members": str(exc)}, status=400)
@@ -270,7 +273,9 @@ def study_invites(request: HttpRequest, study_id: int) -> HttpResponse:
     days = request.POST.get("expires_in_days", "").strip()
     try:
         if days and not days.isdigit():
-            raise access.AccessError(f"expires_in_days: expected a whole number, got {days[:20]!r}")
+            raise access.AccessError(
+                "expires_in_days", f"expected a whole number, got {days[:20]!r}"
+            )
         access.create_invite(
             study,
             request.user,
@@ -303,7 +308,8 @@ def study_requeue(request: HttpRequest, study_id: int) -> HttpResponse:
         checkpoint = resolve_checkpoint(request.POST.get("checkpoint", ""))
         result = studies.requeue(study, checkpoint, actor=request.user)
     except ValueError as exc:  # StudyError too: a bad form value, named
-        text = str(exc) if str(exc).startswith("checkpoint") else f"checkpoint: {exc}"
+        named = getattr(exc, "field", None) == "checkpoint"  # else the form's field is meant
+        text = str(exc) if named else f"checkpoint: {exc}"
         return HttpResponseBadRequest(text, content_type="text/plain; charset=utf-8")
     messages.success(
         request,

@@ -16,12 +16,10 @@ than the database spends on them. Same behaviour and messages as DRF's, and also
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import cache
 
 from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_login_failed
 from django.db import connection
 from django.utils import timezone
@@ -31,38 +29,11 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from pairwise import auth, roles
-from pairwise.models import Profile
-from pairwise.services import rows
+from pairwise.services import sql
 
 
 class KnownTokenRefused(exceptions.AuthenticationFailed):
     """A real token that may not be used (inactive user, expired): not a guess."""
-
-
-@cache
-def _sql() -> str:
-    # One statement: the token's user, one flag per role, whether the token is past its age
-    # limit, and whether the account must change its password. Written out because the ORM
-    # needs three queries (token with user, groups, profile) and spends more CPU building them
-    # than the database spends answering (bench/RESULTS.md, "Annotators").
-    q = connection.ops.quote_name
-    user_model = get_user_model()
-    users, tokens = q(user_model._meta.db_table), q(Token._meta.db_table)
-    groups, profiles = q(Group._meta.db_table), q(Profile._meta.db_table)
-    links = q(user_model.groups.through._meta.db_table)
-    has_role = ", ".join(
-        f"EXISTS (SELECT 1 FROM {links} ug JOIN {groups} g ON g.id = ug.group_id "
-        f"WHERE ug.user_id = u.id AND g.name = %(role_{name})s) AS {q('has_role_' + name)}"
-        for name in roles.ROLES
-    )
-    return (
-        f"SELECT {rows.columns(user_model, 'u')}, {has_role}, "
-        "t.created < %(issued_before)s AS expired, "
-        "COALESCE(p.must_change_password, FALSE) AS must_change_password "
-        f"FROM {tokens} t JOIN {users} u ON u.id = t.user_id "
-        f"LEFT JOIN {profiles} p ON p.user_id = u.id "
-        "WHERE t.key = %(key)s"
-    )
 
 
 def _issued_before():
@@ -85,11 +56,12 @@ class TokenWithRolesAuthentication(TokenAuthentication):
 
     def authenticate_credentials(self, key):
         params = {f"role_{name}": name for name in roles.ROLES}
-        found = rows.fetch(_sql(), {**params, "key": key, "issued_before": _issued_before()})
+        statement = sql.token_user(connection.vendor)
+        found = sql.fetch(statement, {**params, "key": key, "issued_before": _issued_before()})
         if not found:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         row = found[0]
-        user = rows.instance(get_user_model(), row)
+        user = sql.instance(get_user_model(), row)
         if not user.is_active:
             raise KnownTokenRefused(_("User inactive or deleted."))
         *has_role, expired, must_change = row[-len(roles.ROLES) - 2 :]

@@ -16,6 +16,7 @@ from rest_framework.response import Response as APIResponse
 from pairwise.api.schema import FIELD_ERRORS
 from pairwise.models import StudyMember
 from pairwise.services import criteria, evaluators
+from pairwise.services.errors import field_errors
 
 
 class CriterionDefinitionSerializer(serializers.Serializer):
@@ -51,7 +52,7 @@ class CriteriaInputField(serializers.JSONField):
         try:
             return criteria.parse_criteria(data)
         except criteria.CriteriaError as exc:
-            raise serializers.ValidationError(str(exc).partition(": ")[2]) from None
+            raise serializers.ValidationError(exc.message) from None
 
 
 class CriterionVersionSerializer(serializers.Serializer):
@@ -129,7 +130,7 @@ class CriteriaActions:
             try:
                 criteria.edit_criterion(study, v["name"], v["definition"])
             except criteria.CriteriaError as exc:
-                raise _named(exc) from None
+                raise ValidationError(field_errors(exc)) from None
         return APIResponse(
             CriterionVersionSerializer(criteria.criteria_table(study), many=True).data
         )
@@ -184,13 +185,6 @@ class CriteriaActions:
         try:
             profile = evaluators.set_profile(user, data.validated_data)
         except evaluators.ProfileError as exc:
-            raise _named(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         body = {"username": user.username, "profile": evaluators.profile_of(profile)}
         return APIResponse(body, status=status.HTTP_200_OK)
-
-
-def _named(exc: Exception) -> ValidationError:
-    field, _, message = str(exc).partition(": ")
-    if not message or " " in field:
-        return ValidationError({"non_field_errors": [str(exc)]})
-    return ValidationError({field: [message]})

@@ -26,6 +26,7 @@ from pairwise.models import Checkpoint, EvalContext, Study, StudyInvite
 from pairwise.services import access, allocation, browser, criteria, evaluators, generation, studies
 from pairwise.services.blind import blind_item
 from pairwise.services.checkpoints import resolve_checkpoint
+from pairwise.services.errors import field_errors
 from pairwise.services.export import FORMATS as EXPORT_FORMATS
 
 
@@ -43,18 +44,9 @@ class IsResearcher(permissions.BasePermission):
         return access.may_research(request.user)
 
 
-def _field_error(exc: Exception) -> ValidationError:
-    """Turn a service error 'field: message' into DRF's {field: [message]}."""
-    text = str(exc)
-    field, _, message = text.partition(": ")
-    if not message or " " in field:
-        return ValidationError({"non_field_errors": [text]})
-    return ValidationError({field: [message]})
-
-
 def _open_study(request, study_id: int) -> Study:
-    """The open study the caller may judge, or 404 (one query: `access.open_study_to_annotate`)."""
-    study = access.open_study_to_annotate(request.user, study_id)
+    """The open study the caller may judge, or 404 (one query: `access.study_to_annotate`)."""
+    study = access.study_to_annotate(request.user, study_id, open_only=True)
     if study is None:
         raise Http404("No open study of yours with that id.")
     return study
@@ -125,13 +117,11 @@ class SubmitView(APIView):
                 cannot_judge=v.get("cannot_judge", False),
                 cannot_judge_reason=v.get("cannot_judge_reason", ""),
             )
-        except allocation.InvalidJudgment as exc:
-            raise ValidationError({exc.field: [exc.message]}) from None
-        except allocation.ItemNotFound as exc:
-            raise ValidationError({"item": [str(exc)]}) from None
+        except (allocation.InvalidJudgment, allocation.ItemNotFound) as exc:
+            raise ValidationError(field_errors(exc)) from None
         except allocation.LeaseExpired as exc:
             return APIResponse(
-                {"item": [str(exc)], "code": "lease_expired"}, status=status.HTTP_409_CONFLICT
+                {"item": [exc.message], "code": "lease_expired"}, status=status.HTTP_409_CONFLICT
             )
         p = allocation.progress(study, request.user)
         return APIResponse(
@@ -207,7 +197,7 @@ class StudyViewSet(
                 created_by=request.user,
             )
         except studies.StudyError as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(s.StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: s.OpenResultSerializer, 400: FIELD_ERRORS})
@@ -217,7 +207,7 @@ class StudyViewSet(
         try:
             result = studies.open_study(study, actor=request.user)
         except studies.StudyError as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         study.refresh_from_db()
         return APIResponse({**result, "status": study.status})
 
@@ -246,7 +236,7 @@ class StudyViewSet(
             with transaction.atomic():
                 result = studies.requeue(study, checkpoint, actor=request.user)
         except (studies.StudyError, ValueError) as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse({**result, "checkpoint": checkpoint.label})
 
     @extend_schema(request=None, responses=s.RetryResultSerializer)
@@ -281,7 +271,7 @@ class StudyViewSet(
         try:
             summary = export.study_summary(study, checkpoint=request.query_params.get("checkpoint"))
         except ValueError as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(summary)
 
     @extend_schema(
@@ -318,7 +308,7 @@ class StudyViewSet(
         try:
             plan = power.plan_study(**inputs)
         except power.PlanError as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(plan.as_dict())
 
     @extend_schema(
@@ -342,7 +332,7 @@ class StudyViewSet(
         try:
             found = browser.browse_items(study, **{k: request.query_params.get(k) for k in names})
         except browser.BrowseError as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(found)
 
     @extend_schema(
@@ -437,7 +427,7 @@ class StudyViewSet(
                 for member in added if v.get("profile") else ():
                     evaluators.set_profile(member.user, v["profile"])
         except (access.AccessError, evaluators.ProfileError) as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(self._member_list(study), status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -464,7 +454,7 @@ class StudyViewSet(
         try:
             access.remove_members(study, [username], by=request.user)
         except access.AccessError as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(self._member_list(study))
 
     def _invite_body(self, request, invite: StudyInvite) -> dict:
@@ -505,7 +495,7 @@ class StudyViewSet(
                 profile=v.get("profile"),
             )
         except (access.AccessError, evaluators.ProfileError) as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(self._invite_body(request, invite), status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -551,7 +541,7 @@ class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
                 actor=request.user,
             )
         except CheckpointError as exc:
-            raise _field_error(exc) from None
+            raise ValidationError(field_errors(exc)) from None
         return APIResponse(s.CheckpointSerializer(checkpoint).data, status=status.HTTP_201_CREATED)
 
 

@@ -20,7 +20,6 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from functools import cache
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -30,7 +29,8 @@ from django.utils import timezone
 
 from pairwise import roles
 from pairwise.models import Lease, Profile, Study, StudyInvite, StudyMember
-from pairwise.services import rows
+from pairwise.services import sql
+from pairwise.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ COMPLETION_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_INVITE_DAYS = 365
 
 
-class AccessError(ValueError):
+class AccessError(ServiceError):
     """Bad input for a membership or invite operation; the message names the field."""
 
 
@@ -60,7 +60,7 @@ class InviteGone(AccessError):
     def __init__(self, invite: StudyInvite, state: str) -> None:
         self.invite = invite
         self.state = state
-        super().__init__(f"invite: this link is {state}")
+        super().__init__("invite", f"this link is {state}")
 
 
 # --- Roles: who judges, who researches ---------------------------------------------------------
@@ -101,7 +101,7 @@ def managed_studies(user) -> QuerySet[Study]:
 
 def may_annotate(user, study: Study) -> bool:
     """`user` may judge `study`'s items (whatever its status)."""
-    return annotated_studies(user).filter(pk=study.pk).exists()
+    return study_to_annotate(user, study.pk) is not None
 
 
 def may_manage(user, study: Study) -> bool:
@@ -109,28 +109,23 @@ def may_manage(user, study: Study) -> bool:
     return managed_studies(user).filter(pk=study.pk).exists()
 
 
-@cache
-def _open_study_sql() -> str:
-    q = connection.ops.quote_name
-    studies, members = q(Study._meta.db_table), q(StudyMember._meta.db_table)
-    return (
-        f"SELECT {rows.columns(Study, 's')} FROM {studies} s WHERE s.id = %s AND s.status = %s "
-        f"AND (%s OR EXISTS (SELECT 1 FROM {members} m "
-        "WHERE m.study_id = s.id AND m.user_id = %s AND m.role = %s))"
-    )
-
-
-def open_study_to_annotate(user, study_id: int) -> Study | None:
-    """The open study `user` may judge, or None (the caller answers 404). In SQL, one query:
-    every annotator request asks, and building the ORM's query cost more CPU than the database
-    spends answering it."""
+def study_to_annotate(user, study_id: int, *, open_only: bool = False) -> Study | None:
+    """The study `user` may judge (`open_only`: only while it is open), or None (the caller
+    answers 404): the rule of `annotated_studies` for one study, which the pages, the annotator
+    API and `may_annotate` all ask here. In SQL, one query: every annotator request asks, and
+    building the ORM's query cost more CPU than the database spends answering it."""
     if not may_judge(user):
         return None
-    found = rows.fetch(
-        _open_study_sql(),
-        [study_id, Study.Status.OPEN.value, roles.is_admin(user), user.pk, Role.ANNOTATOR.value],
-    )
-    return rows.instance(Study, found[0]) if found else None
+    params = {
+        "study": study_id,
+        "any_status": not open_only,
+        "open": Study.Status.OPEN.value,
+        "admin": roles.is_admin(user),
+        "user": user.pk,
+        "role": Role.ANNOTATOR.value,
+    }
+    found = sql.fetch(sql.study_to_annotate(connection.vendor), params)
+    return sql.instance(Study, found[0]) if found else None
 
 
 # --- Members -----------------------------------------------------------------------------------
@@ -143,11 +138,11 @@ def _users(names: Iterable) -> list:
     given = [u for u in wanted if isinstance(u, User)]
     names = [str(n).strip() for n in wanted if not isinstance(n, User)]
     if not given and not names:
-        raise AccessError("usernames: give at least one")
+        raise AccessError("usernames", "give at least one")
     found = {u.username: u for u in User.objects.filter(username__in=names)}
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise AccessError(f"usernames: no account called {', '.join(map(repr, unknown))}")
+        raise AccessError("usernames", f"no account called {', '.join(map(repr, unknown))}")
     return given + [found[n] for n in names]
 
 
@@ -156,14 +151,15 @@ def check_members(study: Study, names: Iterable, role: str) -> list:
     researcher can give, and each account's role group fits it (an annotator membership means
     nothing to an account that does not judge). Returns the accounts."""
     if role not in ASSIGNABLE_ROLES:
-        raise AccessError(f"role: expected one of {list(ASSIGNABLE_ROLES)}, got {role!r}")
+        raise AccessError("role", f"expected one of {list(ASSIGNABLE_ROLES)}, got {role!r}")
     users = _users(names)
     fits = roles.is_annotator if role == Role.ANNOTATOR else roles.is_researcher
     misfits = [u.username for u in users if not fits(u)]
     if misfits:
         raise AccessError(
-            f"usernames: {', '.join(map(repr, misfits))} not in the {role} role "
-            f"(give it with `manage.py invite_annotators NAME --role {role}`)"
+            "usernames",
+            f"{', '.join(map(repr, misfits))} not in the {role} role "
+            f"(give it with `manage.py invite_annotators NAME --role {role}`)",
         )
     return users
 
@@ -205,12 +201,12 @@ def remove_members(study: Study, names: Iterable, by=None) -> int:
     strangers = [u.username for u in users if u.pk not in members]
     if strangers:
         raise AccessError(
-            f"usernames: {', '.join(map(repr, strangers))} not a member of study {study.pk}"
+            "usernames", f"{', '.join(map(repr, strangers))} not a member of study {study.pk}"
         )
     owners = [u.username for u in users if members[u.pk].role == Role.OWNER]
     if owners and by is not None and not roles.is_admin(by):
         raise AccessError(
-            f"usernames: {owners[0]!r} owns study {study.pk}; only an admin can remove the owner"
+            "usernames", f"{owners[0]!r} owns study {study.pk}; only an admin can remove the owner"
         )
     with transaction.atomic():
         StudyMember.objects.filter(pk__in=[m.pk for m in members.values()]).delete()
@@ -251,8 +247,8 @@ def check_participant_id(value: str | None) -> str:
     value = (value or "").strip()
     if value and not PARTICIPANT_ID.fullmatch(value):
         raise AccessError(
-            "participant: expected at most 100 letters, digits, '_' or '-'"
-            f" (got {len(value)} characters)"
+            "participant",
+            f"expected at most 100 letters, digits, '_' or '-' (got {len(value)} characters)",
         )
     return value
 
@@ -261,7 +257,7 @@ def participant_from(params) -> str:
     """The participant id a crowd platform put in the link (?PROLIFIC_PID= or ?participant=)."""
     given = [params.get(name) for name in PARTICIPANT_PARAMS if params.get(name)]
     if len(set(given)) > 1:
-        raise AccessError("participant: PROLIFIC_PID and participant differ; give one")
+        raise AccessError("participant", "PROLIFIC_PID and participant differ; give one")
     return check_participant_id(given[0] if given else "")
 
 
@@ -283,15 +279,15 @@ def create_invite(
 
     profile = check_profile(profile)
     if study.status == Study.Status.CLOSED:
-        raise AccessError(f"study: {study.name!r} is closed; reopen it to invite annotators")
+        raise AccessError("study", f"{study.name!r} is closed; reopen it to invite annotators")
     code = (completion_code or "").strip()
     if code and not COMPLETION_CODE.fullmatch(code):
-        raise AccessError("completion_code: expected 1-32 letters, digits, '_' or '-'")
+        raise AccessError("completion_code", "expected 1-32 letters, digits, '_' or '-'")
     expires_at = None
     if expires_in_days is not None:
         if isinstance(expires_in_days, bool) or not 1 <= int(expires_in_days) <= MAX_INVITE_DAYS:
             raise AccessError(
-                f"expires_in_days: expected 1 to {MAX_INVITE_DAYS}, got {expires_in_days!r}"
+                "expires_in_days", f"expected 1 to {MAX_INVITE_DAYS}, got {expires_in_days!r}"
             )
         expires_at = timezone.now() + timedelta(days=int(expires_in_days))
     invite = StudyInvite.objects.create(
@@ -337,7 +333,7 @@ def find_invite(token: str) -> StudyInvite:
         else None
     )
     if invite is None:
-        raise InviteNotFound("invite: no invite link has this token")
+        raise InviteNotFound("invite", "no invite link has this token")
     state = invite_state(invite)
     if state != "active":
         raise InviteGone(invite, state)
@@ -417,8 +413,9 @@ def accept_invite(token: str, user=None, participant_id: str = "") -> Enrolment:
                     set_profile(user, invite.profile)
         elif not roles.is_annotator(user):
             raise AccessError(
-                f"account: {user.username!r} is not an annotator; invite links enrol annotators "
-                "(open the link in a private window to try it as a participant)"
+                "account",
+                f"{user.username!r} is not an annotator; invite links enrol annotators "
+                "(open the link in a private window to try it as a participant)",
             )
         elif participant_id:
             profile, _ = Profile.objects.get_or_create(user=user)

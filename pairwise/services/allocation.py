@@ -29,31 +29,30 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from pairwise.models import (
-    ComparisonItem,
-    EvalContext,
-    Exposure,
-    Judgment,
-    Lease,
-    Response,
-    Study,
-)
+from pairwise.models import ComparisonItem, Judgment, Lease, Study
 from pairwise.outcomes import CHOICES
-from pairwise.services import counters, repeats
+from pairwise.services import counters, repeats, sql
+from pairwise.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 CANDIDATES = 8  # rows considered per attempt; more than enough for skip_locked contention
 
 
-class AllocationError(Exception):
-    """Base for errors an annotator can meet; the message is shown to them as it is."""
+class AllocationError(ServiceError):
+    """Base for errors an annotator can meet; the message is shown to them as it is. Raised
+    with the message alone; the class names the field (`field`, None: the request as a whole)."""
+
+    field: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(type(self).field, message)
+        self.args = (message,)  # as raised: the error pickles
 
 
 class StudyNotOpen(AllocationError):
@@ -61,7 +60,7 @@ class StudyNotOpen(AllocationError):
 
 
 class ItemNotFound(AllocationError):
-    pass
+    field = "item"
 
 
 class LeaseExpired(AllocationError):
@@ -75,10 +74,8 @@ LEASE_EXPIRED = (
 
 
 class InvalidJudgment(AllocationError):
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+    def __init__(self, field: str, message: str) -> None:
+        ServiceError.__init__(self, field, message)
 
 
 @dataclass(frozen=True)
@@ -91,131 +88,17 @@ class Progress:
         return self.done >= self.total
 
 
-# --- SQL ------------------------------------------------------------------------------------
-# The hot path (next item, submit, progress) is written in SQL, portable between PostgreSQL and
-# SQLite: building and compiling the equivalent ORM querysets (nested subqueries) cost 5-10 ms
-# of CPU per request, several times the work the database does for them.
+# --- running the statements of services/sql.py -------------------------------------------------
+# The hot path (next item, submit, progress) runs hand-written statements, portable between
+# PostgreSQL and SQLite; sql.py says why each one is SQL, docs/allocation.md how they fit.
 
 
-class _Tables:
-    """Quoted table names, read from the models once."""
-
-    def __getattr__(self, name):
-        model = {
-            "item": ComparisonItem,
-            "judgment": Judgment,
-            "lease": Lease,
-            "context": EvalContext,
-            "response": Response,
-            "study": Study,
-            "exposure": Exposure,
-        }[name]
-        quoted = connection.ops.quote_name(model._meta.db_table)
-        setattr(self, name, quoted)
-        return quoted
-
-
-T = _Tables()
-
-
-def _sql(sql: str, params: list) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
-
-
-def _db_time(value) -> datetime:
-    """A datetime as the database returned it (SQLite: text in UTC) as an aware datetime."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if timezone.is_naive(value):
-        value = timezone.make_aware(value, UTC)
-    return value
-
-
-_ITEM_FIELDS = (
-    "id",
-    "public_id",
-    "study_id",
-    "comparison_id",
-    "context_id",
-    "response_a_id",
-    "response_b_id",
-    "a_on_left",
-    "is_gold",
-    "judgment_count",
-    "key_a",
-    "key_b",
-)
-
-
-def _shown_columns() -> str:
-    """The item's columns, then what the annotator is shown: history, texts of A and B."""
-    return ", ".join([f"i.{f}" for f in _ITEM_FIELDS] + ["c.history", "ra.text", "rb.text"])
-
-
-def _shown_joins() -> str:
-    return (
-        f"JOIN {T.context} c ON c.id = i.context_id "
-        f"JOIN {T.response} ra ON ra.id = i.response_a_id "
-        f"JOIN {T.response} rb ON rb.id = i.response_b_id"
-    )
-
-
-def _item_from_row(row) -> ComparisonItem:
-    """A ComparisonItem (other fields deferred) with its context and responses attached."""
-    values = list(row[: len(_ITEM_FIELDS)])
-    values[7], values[8] = bool(values[7]), bool(values[8])  # SQLite gives 0/1
-    item = ComparisonItem.from_db(connection.alias, _ITEM_FIELDS, values)
-    history, text_a, text_b = row[len(_ITEM_FIELDS) :]
-    history = EvalContext._meta.get_field("history").from_db_value(history, None, connection)
-    db = connection.alias
-    item.context = EvalContext.from_db(db, ("id", "history"), (item.context_id, history))
-    item.response_a = Response.from_db(db, ("id", "text"), (item.response_a_id, text_a))
-    item.response_b = Response.from_db(db, ("id", "text"), (item.response_b_id, text_b))
-    return item
-
-
-def _conflict(study: Study, who: str, who_params: list, item: str) -> tuple[str, list]:
-    """SQL true when annotator `who` (a column, or %s with `who_params`) has seen, in another
-    item, something that `item` shows, by the study's rule: a reply (by text key: the same row
-    or an identical text) or a dialogue. Each test is an index probe into Exposure, so its cost
-    does not grow with the annotator's history."""
-    seen = (
-        f"EXISTS (SELECT 1 FROM {T.exposure} e WHERE e.annotator_id = {who} "
-        f"AND e.study_id = %s AND e.item_id <> {item}.id AND {{}})"
-    )
-    params = [*who_params, study.pk]
-    if study.exposure == Study.ExposureRule.CONTEXT:
-        return seen.format(f"e.context_id = {item}.context_id"), params
-    keys = f"({item}.key_a, {item}.key_b)"
-    sql = f"({seen.format(f'e.key_a IN {keys}')} OR {seen.format(f'e.key_b IN {keys}')})"
-    return sql, params + params
-
-
-def _repeat_filter(study: Study, user, now) -> tuple[str, list]:
-    """SQL letting `user` take an item that repeats what they saw only when no one else at work
-    on the study (shown an item within the lease time) could take it without a repeat: with a
-    sufficient pool, the last items wait for the annotator who can see them fresh."""
-    at = connection.ops.adapt_datetimefield_value
-    others = (
-        f"SELECT DISTINCT a.annotator_id AS who FROM {T.exposure} a WHERE a.study_id = %s "
-        "AND a.annotator_id <> %s AND a.created_at > %s"
-    )
-    conflict, conflict_params = _conflict(study, "active.who", [], "i")
-    fresh = (
-        f"(SELECT COUNT(*) FROM ({others}) active WHERE NOT {conflict} "
-        f"AND NOT EXISTS (SELECT 1 FROM {T.judgment} oj WHERE oj.item_id = i.id "
-        "AND oj.annotator_id = active.who) "
-        f"AND NOT EXISTS (SELECT 1 FROM {T.lease} ol WHERE ol.item_id = i.id "
-        "AND ol.annotator_id = active.who))"
-    )
-    live = f"(SELECT COUNT(*) FROM {T.lease} rl WHERE rl.item_id = i.id AND rl.expires_at > %s)"
-    since = now - timedelta(seconds=study.lease_ttl_seconds)
-    return (
-        f"{fresh} < %s - i.judgment_count - {live}",
-        [study.pk, user.pk, at(since), *conflict_params, study.overlap_k, at(now)],
-    )
+def _params(study: Study, user, now=None, **more) -> dict:
+    """The named parameters every allocator statement draws from."""
+    params = {"study": study.pk, "user": user.pk, "k": study.overlap_k, **more}
+    if now is not None:
+        params["now"] = sql.at(now)
+    return params
 
 
 def _claim(
@@ -230,12 +113,12 @@ def _claim(
 ) -> ComparisonItem | None:
     """The best item for `user` that no one else is claiming right now, locked (PostgreSQL:
     the item row only, skipping locked ones; SQLite needs no lock: its transactions start
-    IMMEDIATE and so run one at a time), with what the annotator is shown: one query.
-    Its capacity is checked again by `_lease`.
+    IMMEDIATE and so run one at a time), with what the annotator is shown: one query
+    (`sql.claim`). Its capacity is checked again by `_lease`.
 
     Best: fewest judgments, then the study's secret random order. `unseen` keeps out items
-    that repeat what the annotator has seen (`_conflict`); without it, a repeat is taken only
-    when no one else at work could take the item fresh (`_repeat_filter`).
+    that repeat what the annotator has seen; without it, a repeat is taken only when no one
+    else at work could take the item fresh.
 
     With `side` (True: A on the left) the item comes from that side when it has one for them
     (the walk of the study's index skips the other side's items: about one row in two); only
@@ -243,221 +126,83 @@ def _claim(
     best over a lower tier of the other side gave the same fill as keeping to the lowest tier,
     and balanced annotators better at the end of a study (|A left - A right| up to 2 instead
     of 4 in the 3-baseline design)."""
-    at = connection.ops.adapt_datetimefield_value
-    where = [
-        "i.study_id = %s",
-        "i.is_gold = %s",
-        f"NOT EXISTS (SELECT 1 FROM {T.judgment} j WHERE j.item_id = i.id AND j.annotator_id = %s)",
-    ]
-    params: list = [study.pk, gold, user.pk]
-    if not gold:
-        where += [
-            "i.judgment_count < %s",
-            f"i.judgment_count + (SELECT COUNT(*) FROM {T.lease} l WHERE l.item_id = i.id"
-            " AND l.expires_at > %s) < %s",
-        ]
-        params += [study.overlap_k, at(now), study.overlap_k]
-    if study.exposure != Study.ExposureRule.NONE:
-        if unseen:
-            conflict, conflict_params = _conflict(study, "%s", [user.pk], "i")
-            where.append(f"NOT {conflict}")
-            params += conflict_params
-        elif not gold:
-            sql, repeat_params = _repeat_filter(study, user, now)
-            where.append(sql)
-            params += repeat_params
-    if tried:
-        where.append(f"i.id NOT IN ({', '.join(['%s'] * len(tried))})")
-        params += tried
-    lock = ""
-    if connection.features.has_select_for_update_skip_locked:
-        lock = " FOR UPDATE OF i SKIP LOCKED"
-
-    def best(extra: str = "") -> str:
-        return (
-            f"SELECT {_shown_columns()} FROM {T.item} i {_shown_joins()} "
-            f"WHERE {' AND '.join(where)}{extra} ORDER BY i.judgment_count, i.order_key "
-            f"LIMIT 1{lock}"
-        )
-
-    if side is None:
-        rows = _sql(best(), params)
-    else:
-        on_side = best(" AND i.a_on_left = %s")
-        rows = _sql(on_side, [*params, side]) or _sql(on_side, [*params, not side])
-    return _item_from_row(rows[0]) if rows else None
-
-
-def _held(study: Study, user, now, column: str) -> tuple[str, list]:
-    """SQL for `column` of the oldest live lease `user` holds in `study` on an item they have
-    not judged (NULL when none), with its parameters."""
-    at = connection.ops.adapt_datetimefield_value
-    return (
-        f"(SELECT {column} FROM {T.lease} l JOIN {T.item} li ON li.id = l.item_id "
-        "WHERE l.annotator_id = %s AND li.study_id = %s AND l.expires_at > %s AND NOT EXISTS "
-        f"(SELECT 1 FROM {T.judgment} lj WHERE lj.item_id = l.item_id "
-        "AND lj.annotator_id = %s) ORDER BY l.created_at LIMIT 1)",
-        [user.pk, study.pk, at(now), user.pk],
+    since = now - timedelta(seconds=study.lease_ttl_seconds)
+    params = _params(study, user, now, gold=gold, since=sql.at(since))
+    params.update((f"tried_{n}", pk) for n, pk in enumerate(tried))
+    statement = sql.claim(
+        connection.vendor,
+        study.exposure,
+        gold=gold,
+        unseen=unseen,
+        side=side is not None,
+        tried=len(tried),
     )
+    if side is None:
+        rows = sql.fetch(statement, params)
+    else:
+        rows = sql.fetch(statement, {**params, "side": side}) or sql.fetch(
+            statement, {**params, "side": not side}
+        )
+    return sql.shown_item(rows[0]) if rows else None
 
 
 def _held_lease(study: Study, user, now) -> ComparisonItem | None:
     """The item of the live lease `user` holds in `study`, if any, as a reload shows it."""
-    (item_sql, params), (expires_sql, _) = (
-        _held(study, user, now, "l.item_id"),
-        _held(study, user, now, "l.expires_at"),
-    )
-    ((item_id, expires),) = _sql(f"SELECT {item_sql}, {expires_sql}", params + params)
+    ((item_id, expires),) = sql.fetch(sql.held_lease(connection.vendor), _params(study, user, now))
     return None if item_id is None else _reloaded(item_id, expires)
 
 
 def _reloaded(item_id: int, expires) -> ComparisonItem:
     """The item of a lease the annotator holds, shown again with the lease's own expiry."""
-    item = _shown_item(item_id)
-    item.lease_expires_at = _db_time(expires)
+    (row,) = sql.fetch(sql.shown_by_id(connection.vendor), {"item": item_id})
+    item = sql.shown_item(row)
+    item.lease_expires_at = sql.db_time(expires)
     return item
-
-
-def _shown_item(pk: int) -> ComparisonItem:
-    rows = _sql(f"SELECT {_shown_columns()} FROM {T.item} i {_shown_joins()} WHERE i.id = %s", [pk])
-    return _item_from_row(rows[0])
 
 
 def _lease(study: Study, user, item: ComparisonItem, now) -> bool:
     """Lease the locked `item` to `user` if it still has room and they hold no other live
-    lease in the study, and record that it is shown to them (`_exposure_insert`): one
-    statement on PostgreSQL, two on SQLite.
-
-    Capacity (judgments + other annotators' live leases < k; gold items have no limit) is
-    checked by the INSERT itself, in a statement that starts after the item's lock was taken,
-    so it sees every lease committed before, including those `_claim`'s snapshot missed.
-    An old, expired lease of this annotator on the item is renewed in place."""
+    lease in the study, and record that it is shown to them (Exposure): one statement on
+    PostgreSQL, two on SQLite (`sql.lease`, `sql.exposure_insert`)."""
     expires = now + timedelta(seconds=study.lease_ttl_seconds)
-    at = connection.ops.adapt_datetimefield_value
-    params = [item.pk, user.pk, at(expires), at(now)]
-    # no other live lease of this annotator in the study (parallel calls: see `_state`)
-    room = (
-        f"WHERE NOT EXISTS (SELECT 1 FROM {T.lease} ol JOIN {T.item} oi ON oi.id = ol.item_id "
-        "WHERE ol.annotator_id = %s AND ol.expires_at > %s AND ol.item_id <> %s "
-        f"AND oi.study_id = %s AND NOT EXISTS (SELECT 1 FROM {T.judgment} oj "
-        "WHERE oj.item_id = ol.item_id AND oj.annotator_id = %s))"
+    params = _params(
+        study,
+        user,
+        now,
+        item=item.pk,
+        expires=sql.at(expires),
+        count=item.judgment_count,
+        context=item.context_id,
+        key_a=item.key_a,
+        key_b=item.key_b,
+        a_on_left=None if item.is_gold else item.a_on_left,
     )
-    params += [user.pk, at(now), item.pk, study.pk, user.pk]
-    if not item.is_gold:  # gold items have no capacity limit
-        room += (
-            f" AND %s + (SELECT COUNT(*) FROM {T.lease} WHERE item_id = %s AND expires_at > %s"
-            " AND annotator_id <> %s) < %s"
-        )
-        params += [item.judgment_count, item.pk, at(now), user.pk, study.overlap_k]
-    lease = (
-        f"INSERT INTO {T.lease} (item_id, annotator_id, expires_at, created_at) "
-        f"SELECT %s, %s, %s, %s {room} "
-        "ON CONFLICT (item_id, annotator_id) DO UPDATE "
-        "SET expires_at = excluded.expires_at, created_at = excluded.created_at "
-        "RETURNING item_id"
-    )
-    if connection.vendor == "postgresql":
-        # The exposure rides on the lease in a data-modifying CTE: a round trip fewer (a
-        # quarter of the allocator's statement time). It is written only if the lease is.
-        shown, shown_params = _exposure_insert(study, user, item, now, source="FROM leased")
-        leased = _sql(
-            f"WITH leased AS ({lease}), shown AS ({shown}) SELECT item_id FROM leased",
-            [*params, *shown_params],
-        )
-    else:
-        leased = _sql(lease, params)
-        if leased:
-            _sql(*_exposure_insert(study, user, item, now, source="WHERE 1 = 1"))
+    leased = sql.fetch(sql.lease(connection.vendor, gold=item.is_gold), params)
+    if leased and connection.vendor != "postgresql":  # PostgreSQL: in the lease's statement
+        sql.fetch(sql.exposure_insert(connection.vendor), params)
     if leased:
         item.lease_expires_at = expires
         log.info("leased item %s to %s", item.public_id, user.username)
     return bool(leased)
 
 
-def _exposure_insert(study: Study, user, item: ComparisonItem, now, *, source: str):
-    """SQL recording that `user` is shown `item` (once: a renewed lease changes nothing), with
-    how many of its two replies they have already seen in another item. `source` ends the
-    SELECT: the CTE of the lease it rides on, or a WHERE that SQLite needs before ON CONFLICT."""
-    seen = (
-        f"CASE WHEN EXISTS (SELECT 1 FROM {T.exposure} e WHERE e.annotator_id = %s "
-        "AND e.study_id = %s AND e.item_id <> %s AND (e.key_a = %s OR e.key_b = %s)) "
-        "THEN 1 ELSE 0 END"
-    )
-    who = [user.pk, study.pk, item.pk]
-    sql = (
-        f"INSERT INTO {T.exposure} (study_id, annotator_id, item_id, context_id, key_a, key_b, "
-        f"a_on_left, prior, created_at) SELECT %s, %s, %s, %s, %s, %s, %s, {seen} + {seen}, %s "
-        f"{source} ON CONFLICT (annotator_id, study_id, context_id, item_id) DO NOTHING"
-    )
-    params = [
-        study.pk,
-        user.pk,
-        item.pk,
-        item.context_id,
-        item.key_a,
-        item.key_b,
-        None if item.is_gold else item.a_on_left,
-        *who,
-        item.key_a,
-        item.key_a,
-        *who,
-        item.key_b,
-        item.key_b,
-        connection.ops.adapt_datetimefield_value(now),
-    ]
-    return sql, params
-
-
 def _state(study: Study, user, now=None, *, lazy_commit: bool = False) -> dict:
-    """Everything allocation needs to know about `user` in `study`, in one query: how many
-    items they judged, how many open items there are and how many of those they judged (for
-    progress), and, when `now` is given, the item they hold a live lease on and their side
-    balance (A-left minus A-right over the items shown to them).
-    `lazy_commit` (PostgreSQL) also sets synchronous_commit off for this transaction, in the
-    same statement (SET LOCAL would be a round trip of its own).
-
-    The annotator's judgments in the study are read from the judgment table's index, and each
-    one's item by its primary key: the cost grows with how many items they judged, never with
-    the study's size. (As a join, PostgreSQL's planner switched to scanning all the study's
-    items once the annotator had judged a few dozen of a 10,000-item study.)"""
-    k = study.overlap_k
-    item_is = f"(SELECT CASE WHEN {{}} THEN 1 ELSE 0 END FROM {T.item} i WHERE i.id = j.item_id)"
-    # open items not judged by this annotator = all open items - the open items they judged:
-    # no anti-join over the study's items
-    counts = {
-        "judged": ("COUNT(*)", []),
-        "open_mine": (
-            f"COALESCE(SUM({item_is.format('i.is_gold = %s AND i.judgment_count < %s')}), 0)",
-            [False, k],
-        ),
-    }
-    others = {"open_all": (f"(SELECT open_items FROM {T.study} WHERE id = %s)", [study.pk])}
-    if now is not None:
-        # A-left minus A-right over the items shown to them (gold aside)
-        others["balance"] = (
-            "(SELECT COALESCE(SUM(CASE WHEN e.a_on_left THEN 1 WHEN NOT e.a_on_left THEN -1 "
-            f"ELSE 0 END), 0) FROM {T.exposure} e WHERE e.annotator_id = %s AND e.study_id = %s)",
-            [user.pk, study.pk],
-        )
-        # the oldest live lease this annotator holds on an item not judged
-        others["held_item"] = _held(study, user, now, "l.item_id")
-        others["held_expires"] = _held(study, user, now, "l.expires_at")
-    others.update(repeats.state_columns(study, user, now))  # none when repeat_share is 0
-    if lazy_commit:
-        others["_"] = ("set_config('synchronous_commit', 'off', true)", [])
-    if now is not None and connection.vendor == "postgresql":
-        # One next item at a time per annotator and study: a parallel call waits here until
-        # this transaction ends, and its lease statement (a later snapshot) then sees this
-        # lease (`_lease`'s held-lease test). Taken in this statement: no round trip of its own.
-        others["_serial"] = ("pg_advisory_xact_lock(%s, %s)", _lock_key(study, user))
-    columns = {**counts, **others}
-    select = ", ".join(f"{q} AS {name}" for name, (q, _) in columns.items())
-    params = [p for _, ps in columns.values() for p in ps]
-    (row,) = _sql(
-        f"SELECT {select} FROM {T.judgment} j WHERE j.annotator_id = %s AND j.study_id = %s",
-        [*params, user.pk, study.pk],
+    """Everything allocation needs to know about `user` in `study`, in one query
+    (`sql.state`): how many items they judged, how many open items there are and how many of
+    those they judged (for progress), and, when `now` is given, the item they hold a live
+    lease on, their side balance (A-left minus A-right over the items shown to them) and
+    their next repeat; on PostgreSQL it also takes their advisory lock (`_lock_key`) and, with
+    `lazy_commit`, sets the transaction's commit lazy (`sql.LAZY_COMMIT`)."""
+    statement, names = sql.state(
+        connection.vendor,
+        assigning=now is not None,
+        repeats=study.repeat_share > 0,
+        lazy_commit=lazy_commit,
     )
-    state = dict(zip(columns, row, strict=True))
+    lock_study, lock_user = _lock_key(study, user)
+    params = _params(study, user, now, lock_study=lock_study, lock_user=lock_user)
+    (row,) = sql.fetch(statement, params)
+    state = dict(zip(names, row, strict=True))
     if state["open_all"] is None:
         state["open_all"] = counters.count_open_items(study)
     return state
@@ -505,11 +250,8 @@ def assign(study: Study, user, *, now=None) -> Assignment:
     now = now or timezone.now()
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        # A lease is not worth an fsync: one lost in a crash frees its capacity and the
-        # annotator's submit is refused as expired. Judgments still commit durably (only when
-        # this is the whole transaction, so a caller's writes are unaffected).
-        lazy_commit = outermost and connection.vendor == "postgresql"
-        state = _state(study, user, now, lazy_commit=lazy_commit)
+        # a lease is not worth an fsync; a caller's writes are left durable
+        state = _state(study, user, now, lazy_commit=outermost)
         progress = _progress(study, state)
         if state["held_item"] is not None:  # a reload: the same item again
             return Assignment(_reloaded(state["held_item"], state["held_expires"]), progress)
@@ -640,18 +382,8 @@ def submit(
     expired = False
     with transaction.atomic():
         # the item, locked, with this annotator's judgment, lease and exposure: one query
-        lease = f"SELECT {{}} FROM {T.lease} l WHERE l.item_id = i.id AND l.annotator_id = %s"
-        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-        rows = _sql(
-            f"SELECT i.id, i.is_gold, i.judgment_count, (SELECT j.id FROM {T.judgment} j "
-            "WHERE j.item_id = i.id "
-            f"AND j.annotator_id = %s), ({lease.format('l.expires_at')}), "
-            f"({lease.format('l.created_at')}), (SELECT e.prior FROM {T.exposure} e "
-            "WHERE e.annotator_id = %s AND e.study_id = i.study_id "
-            "AND e.context_id = i.context_id AND e.item_id = i.id) "
-            f"FROM {T.item} i WHERE i.study_id = %s AND i.public_id = %s{lock}",
-            [user.pk, user.pk, user.pk, user.pk, study.pk, public_id],
-        )
+        params = {"study": study.pk, "user": user.pk, "public_id": public_id}
+        rows = sql.fetch(sql.submitted_item(connection.vendor), params)
         if not rows:  # no item: one of the annotator's repeats, or nothing (services/repeats.py)
             return repeats.submit(
                 study,
@@ -667,16 +399,13 @@ def submit(
         item_id, is_gold, judgment_count, judged, lease_expires, leased_at, prior = rows[0]
         if judged is not None:
             return Judgment.objects.get(pk=judged), False
-        drop_lease = (
-            f"DELETE FROM {T.lease} WHERE item_id = %s AND annotator_id = %s",
-            [item_id, user.pk],
-        )
-        if lease_expires is None or _db_time(lease_expires) <= now:
+        drop_lease = (sql.drop_lease(connection.vendor), {"item": item_id, "user": user.pk})
+        if lease_expires is None or sql.db_time(lease_expires) <= now:
             if lease_expires is not None:
-                _sql(*drop_lease)
+                sql.fetch(*drop_lease)
             expired = True
         else:
-            measured = max(0.0, (now - _db_time(leased_at)).total_seconds())
+            measured = max(0.0, (now - sql.db_time(leased_at)).total_seconds())
             judgment = Judgment.objects.create(
                 item_id=item_id,
                 study_id=study.pk,
@@ -698,7 +427,7 @@ def submit(
             counters.judgment_added(
                 study, item_id, count_before=judgment_count, is_gold=bool(is_gold)
             )
-            _sql(*drop_lease)
+            sql.fetch(*drop_lease)
     if expired:
         raise LeaseExpired(LEASE_EXPIRED)
     log.info("judgment on item %s by %s", public_id, user.username)

@@ -53,7 +53,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class BrowseError(ValueError):
+class BrowseError(ServiceError):
     """A bad filter value; the message starts with the parameter's name ("outcome: ...")."""
 
 
@@ -133,7 +133,7 @@ def _votes(judgments: Iterable[tuple[Mapping, bool]], criterion: str, a_on_left:
 
 def care_reasoning(raw_output: str, reasoning: str, parse_status: str) -> dict[str, Any]:
     """The four CARE nodes of a reply (each with its text, None when missing), read by the
-    one parser (`training.care_format.parse_care_output`), with the stored parse status.
+    one parser (`models.care_format.parse_care_output`), with the stored parse status.
 
     The nodes come from the raw output; for a reply imported with its chain stored apart, from
     the stored chain. ``raw`` is the chain as stored, for outputs too broken to split.
@@ -192,8 +192,9 @@ def check_filters(
         text = str(comparison).strip()
         if not _whole(text) or int(text) not in ids:
             raise BrowseError(
-                f"comparison: expected the id of one of this study's comparisons {ids[:20]} "
-                f"or {GOLD!r}, got {_shown(comparison)}"
+                "comparison",
+                f"expected the id of one of this study's comparisons {ids[:20]} "
+                f"or {GOLD!r}, got {_shown(comparison)}",
             )
         out["comparison"] = int(text)
     for name, value, allowed in (
@@ -205,7 +206,7 @@ def check_filters(
         elif str(value).strip().lower() in allowed:
             out[name] = str(value).strip().lower()
         else:
-            raise BrowseError(f"{name}: expected one of {list(allowed)}, got {_shown(value)}")
+            raise BrowseError(name, f"expected one of {list(allowed)}, got {_shown(value)}")
     if _blank(has_comment):
         out["has_comment"] = None
     elif isinstance(has_comment, bool):
@@ -213,17 +214,17 @@ def check_filters(
     elif str(has_comment).strip().lower() in _TRUE | _FALSE:
         out["has_comment"] = str(has_comment).strip().lower() in _TRUE
     else:
-        raise BrowseError(f"has_comment: expected true or false, got {_shown(has_comment)}")
+        raise BrowseError("has_comment", f"expected true or false, got {_shown(has_comment)}")
     criteria = list(study.criteria or [])
     if _blank(criterion):
         out["criterion"] = default_criterion(study)
     elif str(criterion) in criteria:
         out["criterion"] = str(criterion)
     else:
-        raise BrowseError(f"criterion: expected one of {criteria}, got {_shown(criterion)}")
+        raise BrowseError("criterion", f"expected one of {criteria}, got {_shown(criterion)}")
     text = "1" if _blank(page) else str(page).strip()
     if isinstance(page, bool) or not _whole(text) or not 1 <= int(text) <= 10**9:
-        raise BrowseError(f"page: expected a whole number from 1, got {_shown(page)}")
+        raise BrowseError("page", f"expected a whole number from 1, got {_shown(page)}")
     out["page"] = int(text)
     return out
 
@@ -383,7 +384,7 @@ def browse_items(
     ids = _selected_ids(study, f)
     num_pages = max(1, math.ceil(len(ids) / PAGE_SIZE))
     if f["page"] > num_pages:
-        raise BrowseError(f"page: expected 1 to {num_pages}, got {f['page']}")
+        raise BrowseError("page", f"expected 1 to {num_pages}, got {f['page']}")
     start = (f["page"] - 1) * PAGE_SIZE
     page_ids = ids[start : start + PAGE_SIZE]
     rows = (

@@ -11,33 +11,34 @@ from django.db.models import Max
 
 from pairwise.models import Checkpoint, System
 from pairwise.services import audit
+from pairwise.services.errors import ServiceError
 from training.lineage import LineageError, lineage_sha256, read_lineage
 
 log = logging.getLogger(__name__)
 BACKENDS = ("vllm", "hf", "http", "fake")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ServiceError):
     """Bad input for registration; the message starts with the field that is wrong."""
 
 
 def check_checkpoint_folder(path: Path) -> dict:
     """Validate a checkpoint folder and return its lineage record."""
     if not path.is_dir():
-        raise CheckpointError(f"path: no checkpoint folder at {path}")
+        raise CheckpointError("path", f"no checkpoint folder at {path}")
     config = path / "config.json"
     try:
         json.loads(config.read_text("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(
-            f"path: {config} is missing; expected a Hugging Face model folder"
+            "path", f"{config} is missing; expected a Hugging Face model folder"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"path: {config} is unreadable ({exc})") from exc
+        raise CheckpointError("path", f"{config} is unreadable ({exc})") from exc
     try:
         return read_lineage(path)
     except LineageError as exc:
-        raise CheckpointError(f"path: {exc}") from exc
+        raise CheckpointError("path", str(exc)) from exc
 
 
 def register_checkpoint(
@@ -59,14 +60,14 @@ def register_checkpoint(
     lineage = check_checkpoint_folder(folder)
     system_name = system or lineage.get("system")
     if not system_name:
-        raise CheckpointError("system: not given, and lineage.json names none")
+        raise CheckpointError("system", "not given, and lineage.json names none")
     backend = backend or (lineage.get("backend") or {}).get("backend") or "vllm"  # a hint
     if backend not in BACKENDS:
-        raise CheckpointError(f"backend: {backend!r} is not one of {list(BACKENDS)}")
+        raise CheckpointError("backend", f"{backend!r} is not one of {list(BACKENDS)}")
     digest = lineage_sha256(folder)
     duplicate = Checkpoint.objects.filter(path=str(folder)).select_related("system").first()
     if duplicate is not None and duplicate.lineage.get("sha256") == digest:
-        raise CheckpointError(f"path: {folder} is already registered as {duplicate.label}")
+        raise CheckpointError("path", f"{folder} is already registered as {duplicate.label}")
     parent = None
     parent_path = (lineage.get("parent") or {}).get("path")
     if parent_path:
@@ -88,7 +89,7 @@ def register_checkpoint(
         if version is None:
             version = (sys_row.checkpoints.aggregate(v=Max("version"))["v"] or 0) + 1
         elif sys_row.checkpoints.filter(version=version).exists():
-            raise CheckpointError(f"version: {system_name} v{version} exists already")
+            raise CheckpointError("version", f"{system_name} v{version} exists already")
         try:
             checkpoint = Checkpoint.objects.create(
                 system=sys_row,
@@ -102,7 +103,7 @@ def register_checkpoint(
                 metrics=lineage.get("metrics") or {},
             )
         except IntegrityError as exc:
-            raise CheckpointError(f"version: {system_name} v{version} exists already") from exc
+            raise CheckpointError("version", f"{system_name} v{version} exists already") from exc
     log.info("registered %s from %s", checkpoint.label, folder)
     audit.record("register", checkpoint, actor, path=str(folder), sha256=digest)
     return checkpoint
@@ -150,4 +151,4 @@ def resolve_checkpoint(ref) -> Checkpoint:
     try:
         return latest_checkpoint(name)
     except StudyError as exc:
-        raise ValueError(str(exc).removeprefix("system: ")) from None
+        raise ValueError(exc.message) from None

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models.fields.json import KeyTransform
 
 from pairwise.models import DEFAULT_DEFINITIONS, Criterion, GuidelineVersion, Judgment, Study
+from pairwise.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ CACHE_SECONDS = 30.0
 _cache: dict[tuple, tuple[float, list[dict]]] = {}
 
 
-class CriteriaError(ValueError):
+class CriteriaError(ServiceError):
     """Bad input for criteria or guidelines; the message names the field."""
 
 
@@ -62,8 +63,9 @@ def parse_criteria(criteria) -> dict[str, str | None]:
         entries = list(criteria)
     else:
         raise CriteriaError(
-            f"criteria: expected a list of names, a list of {{name, definition}} or "
-            f"{{name: definition}}, got {type(criteria).__name__}"
+            "criteria",
+            f"expected a list of names, a list of {{name, definition}} or "
+            f"{{name: definition}}, got {type(criteria).__name__}",
         )
     out: dict[str, str | None] = {}
     for i, entry in enumerate(entries):
@@ -72,15 +74,15 @@ def parse_criteria(criteria) -> dict[str, str | None]:
         elif isinstance(entry, Mapping):
             unknown = set(entry) - {"name", "definition"}
             if unknown:
-                raise CriteriaError(f"criteria: entry {i} has unknown keys {sorted(unknown)}")
+                raise CriteriaError("criteria", f"entry {i} has unknown keys {sorted(unknown)}")
             name, definition = entry.get("name"), entry.get("definition")
         else:
-            raise CriteriaError(f"criteria: entry {i} is neither a name nor {{name, definition}}")
+            raise CriteriaError("criteria", f"entry {i} is neither a name nor {{name, definition}}")
         if not isinstance(name, str) or not name.strip():
-            raise CriteriaError(f"criteria: entry {i} has no name")
+            raise CriteriaError("criteria", f"entry {i} has no name")
         name = name.strip()
         if name in out:
-            raise CriteriaError(f"criteria: {name!r} is given twice")
+            raise CriteriaError("criteria", f"{name!r} is given twice")
         if definition is not None:
             definition = check_definition(definition, field="criteria")
         out[name] = definition
@@ -90,10 +92,10 @@ def parse_criteria(criteria) -> dict[str, str | None]:
 def check_definition(definition, *, field: str = "definition") -> str:
     """A definition's text, stripped; CriteriaError naming `field` if not text or too long."""
     if not isinstance(definition, str):
-        raise CriteriaError(f"{field}: expected text, got {type(definition).__name__}")
+        raise CriteriaError(field, f"expected text, got {type(definition).__name__}")
     definition = definition.strip()
     if len(definition) > MAX_DEFINITION:
-        raise CriteriaError(f"{field}: at most {MAX_DEFINITION} characters, got {len(definition)}")
+        raise CriteriaError(field, f"at most {MAX_DEFINITION} characters, got {len(definition)}")
     return definition
 
 
@@ -160,7 +162,7 @@ def edit_criterion(study: Study, name: str, definition: str) -> Criterion:
     text changes nothing. Returns the current version's row."""
     definition = check_definition(definition)
     if name not in study.criteria:
-        raise CriteriaError(f"criterion: study {study.pk} has no criterion {name!r}")
+        raise CriteriaError("criterion", f"study {study.pk} has no criterion {name!r}")
     with transaction.atomic():
         # the study row locked: two edits at once make one version each, not the same twice
         locked = Study.objects.select_for_update().only("criteria_versions").get(pk=study.pk)
@@ -197,7 +199,7 @@ def set_guidelines(study: Study, text: str) -> GuidelineVersion:
     """Make `text` the study's guidelines: the version with its hash (made if new) becomes
     current, and judgments from now on record it."""
     if not isinstance(text, str):
-        raise CriteriaError(f"guidelines: expected text, got {type(text).__name__}")
+        raise CriteriaError("guidelines", f"expected text, got {type(text).__name__}")
     sha = guideline_hash(text)
     with transaction.atomic():
         version, created = GuidelineVersion.objects.get_or_create(

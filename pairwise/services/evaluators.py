@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from pairwise.models import Judgment, Profile, Study
+from pairwise.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _TRUE = {"true", "yes", "1", "on", "paid", "author"}
 _FALSE = {"false", "no", "0", "off", "unpaid", "not-author"}
 
 
-class ProfileError(ValueError):
+class ProfileError(ServiceError):
     """A profile field is wrong; the message names it."""
 
 
@@ -51,7 +52,7 @@ def check_profile(data: Mapping | None, *, partial: bool = True) -> dict:
     data = dict(data or {})
     unknown = sorted(set(data) - set(PROFILE_FIELDS))
     if unknown:
-        raise ProfileError(f"{unknown[0]}: not a profile field; expected {list(PROFILE_FIELDS)}")
+        raise ProfileError(unknown[0], f"not a profile field; expected {list(PROFILE_FIELDS)}")
     clean: dict = {} if partial else {f: ("" if f in TEXT_FIELDS else None) for f in PROFILE_FIELDS}
     for field, value in data.items():
         if field in FLAG_FIELDS:
@@ -60,13 +61,13 @@ def check_profile(data: Mapping | None, *, partial: bool = True) -> dict:
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise ProfileError(f"{field}: expected text, got {type(value).__name__}")
+            raise ProfileError(field, f"expected text, got {type(value).__name__}")
         value = value.strip()
         limit = _max_length(field)
         if limit and len(value) > limit:
-            raise ProfileError(f"{field}: at most {limit} characters, got {len(value)}")
+            raise ProfileError(field, f"at most {limit} characters, got {len(value)}")
         if field == "training" and len(value) > 5000:
-            raise ProfileError(f"training: at most 5000 characters, got {len(value)}")
+            raise ProfileError("training", f"at most 5000 characters, got {len(value)}")
         clean[field] = value
     return clean
 
@@ -81,7 +82,7 @@ def _flag(field: str, value) -> bool | None:
         return True
     if text in _FALSE:
         return False
-    raise ProfileError(f"{field}: expected yes, no or empty (unknown), got {str(value)[:40]!r}")
+    raise ProfileError(field, f"expected yes, no or empty (unknown), got {str(value)[:40]!r}")
 
 
 def profile_from_form(params: Mapping) -> dict:

@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pairwise.models import Checkpoint, Response, Study, System
+from pairwise.services.errors import ServiceError
 
 MIN_NAME_LENGTH = 3
 _SEPARATORS = re.compile(r"[\s_.\-]+")
@@ -80,26 +81,26 @@ def check_identity_patterns(patterns) -> list[str]:
     if patterns is None:
         return []
     if not isinstance(patterns, list | tuple):
-        raise ValueError(
-            f"identity_patterns: expected a list of regular expressions, got {patterns!r:.80}"
+        raise ServiceError(
+            "identity_patterns", f"expected a list of regular expressions, got {patterns!r:.80}"
         )
     out = []
     for i, pattern in enumerate(patterns):
         if not isinstance(pattern, str) or not pattern.strip():
-            raise ValueError(
-                f"identity_patterns[{i}]: expected a non-empty regular expression, "
-                f"got {pattern!r:.80}"
+            raise ServiceError(
+                f"identity_patterns[{i}]",
+                f"expected a non-empty regular expression, got {pattern!r:.80}",
             )
         try:
             compiled = re.compile(pattern)
         except re.error as exc:
-            raise ValueError(
-                f"identity_patterns[{i}]: {pattern!r} is not a valid regular expression ({exc})"
+            raise ServiceError(
+                f"identity_patterns[{i}]", f"{pattern!r} is not a valid regular expression ({exc})"
             ) from None
         if compiled.search("") is not None:
-            raise ValueError(
-                f"identity_patterns[{i}]: {pattern!r} matches an empty text, so it would flag "
-                "every reply"
+            raise ServiceError(
+                f"identity_patterns[{i}]",
+                f"{pattern!r} matches an empty text, so it would flag every reply",
             )
         out.append(pattern)
     return out

@@ -29,6 +29,7 @@ from pairwise.models import (
 )
 from pairwise.services import counters
 from pairwise.services.eligibility import Eligibility
+from pairwise.services.errors import ServiceError
 from pairwise.services.sampling import sampling_key
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,10 @@ def _draw_control(
             if dialogue != context.dialogue_id and text.strip() != context.gold_response.strip():
                 return pool.pop(i)[1]
         pool.extend(rng.sample(whole, len(whole)))
-    raise ValueError(
-        f"gold_controls: no control reply fits context {context.pk} (another dialogue's, not "
-        "its own reference); give the study a list of control replies or import more contexts"
+    raise ServiceError(
+        "gold_controls",
+        f"no control reply fits context {context.pk} (another dialogue's, not "
+        "its own reference); give the study a list of control replies or import more contexts",
     )
 
 

@@ -58,6 +58,7 @@ import pandas as pd
 
 from pairwise.outcomes import LONG_CHOICES as CHOICES
 from pairwise.outcomes import OUTCOMES, outcome_from_choice
+from pairwise.services.errors import ServiceError
 
 LONG_COLUMNS: list[str] = [
     "study",
@@ -134,7 +135,7 @@ def csv_unescape(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-class LongFormatError(ValueError):
+class LongFormatError(ServiceError):
     """A long-format table is malformed at a given data line and field.
 
     ``row_number`` is 1-based and counts the header: in a CSV file the first data row is line 2.
@@ -143,10 +144,12 @@ class LongFormatError(ValueError):
     """
 
     def __init__(self, row_number: int, field: str, message: str) -> None:
+        super().__init__(field, message)
         self.row_number = row_number
-        self.field = field
-        self.message = message
-        super().__init__(f"line {row_number}, field {field!r}: {message}")
+        self.args = (row_number, field, message)
+
+    def __str__(self) -> str:
+        return f"line {self.row_number}, field {self.field!r}: {self.message}"
 
 
 class _Column:

@@ -20,6 +20,8 @@ from scipy.special import betaln
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
+from pairwise.services.errors import ServiceError
+
 # The study page's and the API's defaults where the study cannot supply a value.
 DEFAULT_WIN_RATE = 0.65
 DEFAULT_TIE_SHARE = 0.2
@@ -38,7 +40,7 @@ CS_RULE = (
 )
 
 
-class PlanError(ValueError):
+class PlanError(ServiceError):
     """A planner input is out of range; the message starts with the flag's name."""
 
 
@@ -76,9 +78,9 @@ def _number(name: str, value, kind=float):
     try:
         out = kind(value)
     except (TypeError, ValueError):
-        raise PlanError(f"{name}: expected a {kind.__name__}, got {str(value)[:20]!r}") from None
+        raise PlanError(name, f"expected a {kind.__name__}, got {str(value)[:20]!r}") from None
     if kind is float and not math.isfinite(out):
-        raise PlanError(f"{name}: expected a finite number, got {value!r}")
+        raise PlanError(name, f"expected a finite number, got {value!r}")
     return out
 
 
@@ -103,19 +105,19 @@ def check_plan(
         "icc": _number("icc", icc),
     }
     if not 0 < v["win_rate"] < 1 or v["win_rate"] == 0.5:
-        raise PlanError(f"win_rate: expected 0 < P < 1 and P != 0.5, got {v['win_rate']:g}")
+        raise PlanError("win_rate", f"expected 0 < P < 1 and P != 0.5, got {v['win_rate']:g}")
     if not 0 <= v["tie_share"] < 1:
-        raise PlanError(f"tie_share: expected 0 <= T < 1, got {v['tie_share']:g}")
+        raise PlanError("tie_share", f"expected 0 <= T < 1, got {v['tie_share']:g}")
     if not 0 < v["alpha"] < 1:
-        raise PlanError(f"alpha: expected 0 < A < 1, got {v['alpha']:g}")
+        raise PlanError("alpha", f"expected 0 < A < 1, got {v['alpha']:g}")
     if not 0 < v["power"] < 1:
-        raise PlanError(f"power: expected 0 < B < 1, got {v['power']:g}")
+        raise PlanError("power", f"expected 0 < B < 1, got {v['power']:g}")
     if v["comparisons"] < 1:
-        raise PlanError(f"comparisons: expected a whole number >= 1, got {v['comparisons']}")
+        raise PlanError("comparisons", f"expected a whole number >= 1, got {v['comparisons']}")
     if v["k"] < 1:
-        raise PlanError(f"k: expected a whole number >= 1, got {v['k']}")
+        raise PlanError("k", f"expected a whole number >= 1, got {v['k']}")
     if not 0 <= v["icc"] <= 1:
-        raise PlanError(f"icc: expected 0 <= R <= 1, got {v['icc']:g}")
+        raise PlanError("icc", f"expected 0 <= R <= 1, got {v['icc']:g}")
     return v
 
 
@@ -160,8 +162,9 @@ def plan_study(
         )
     if not math.isfinite(n) or n > 1e12:
         raise PlanError(
+            None,
             f"statsmodels finds no sample size for win rate {v['win_rate']:g}, alpha "
-            f"{a:.3g} and power {v['power']:g} (the effect is too small or alpha too extreme)"
+            f"{a:.3g} and power {v['power']:g} (the effect is too small or alpha too extreme)",
         )
     non_tied = math.ceil(n)
     judgments = math.ceil(non_tied / (1 - v["tie_share"]))

@@ -16,8 +16,8 @@ that intra-annotator agreement can be measured (services/intra.py, docs/statisti
   statistic are untouched by construction.
 
 Cost: with repeat_share 0 nothing here runs (no query). Otherwise the allocator's state query
-gets three subqueries (index probes on `repeat_next`); serving a repeat is one select and at
-most one update.
+(`sql.state`) gets three subqueries (index probes on `repeat_next`); serving a repeat is one
+select and at most one update (`sql.repeat_shown`, `sql.repeat_lease`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from datetime import timedelta
 from django.db import connection, transaction
 
 from pairwise.models import ComparisonItem, Judgment, Repeat, Study
-from pairwise.services import allocation
+from pairwise.services import allocation, sql
+from pairwise.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 GAP = (5, 15)  # a repeat is due after this many further judgments of the annotator (inclusive)
@@ -38,26 +39,18 @@ GAP = (5, 15)  # a repeat is due after this many further judgments of the annota
 MIN_APART = 3
 
 
-def _table() -> str:
-    return connection.ops.quote_name(Repeat._meta.db_table)
-
-
-def _at(value):
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def check_repeat_share(value) -> float:
     """A study's repeat_share: a number 0 <= share <= 0.5, else ValueError naming the field."""
     if isinstance(value, bool):
-        raise ValueError(f"repeat_share: expected a number between 0 and 0.5, got {value!r}")
+        raise ServiceError("repeat_share", f"expected a number between 0 and 0.5, got {value!r}")
     try:
         share = float(value)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"repeat_share: expected a number between 0 and 0.5, got {value!r}"
+        raise ServiceError(
+            "repeat_share", f"expected a number between 0 and 0.5, got {value!r}"
         ) from None
     if not 0 <= share <= 0.5:  # NaN fails too
-        raise ValueError(f"repeat_share: must be between 0 and 0.5, got {value!r}")
+        raise ServiceError("repeat_share", f"must be between 0 and 0.5, got {value!r}")
     return share
 
 
@@ -87,33 +80,6 @@ def schedule(study: Study, user, judgment: Judgment, *, is_gold: bool) -> Repeat
     return repeat
 
 
-def state_columns(study: Study, user, now=None) -> dict[str, tuple[str, list]]:
-    """Columns for the allocator's state query (`allocation._state`), none when the study has
-    no repeats: `repeats_done` (answered, for progress) and, with `now`, the annotator's next
-    pending repeat (`repeat_id`: the one they hold, else the one of their oldest original) and
-    when it is due (`repeat_due`: -1 when they hold a live lease on it, a reload; else its
-    due_after)."""
-    if study.repeat_share <= 0:
-        return {}
-    mine = f"FROM {_table()} r WHERE r.annotator_id = %s AND r.study_id = %s"
-    who = [user.pk, study.pk]
-    columns = {
-        "repeats_done": (f"(SELECT COUNT(*) {mine} AND r.judged_at IS NOT NULL)", who),
-    }
-    if now is not None:
-        # one held (live lease) first, a reload; then in the order of their originals, so the
-        # one served when no item is left is the farthest from its original
-        live = "r.lease_expires_at > %s"
-        pending = (
-            f"{mine} AND r.judged_at IS NULL "
-            f"ORDER BY CASE WHEN {live} THEN 0 ELSE 1 END, r.position, r.id LIMIT 1"
-        )
-        due = f"CASE WHEN {live} THEN -1 ELSE r.due_after END"
-        columns["repeat_id"] = (f"(SELECT r.id {pending})", [*who, _at(now)])
-        columns["repeat_due"] = (f"(SELECT {due} {pending})", [_at(now), *who, _at(now)])
-    return columns
-
-
 def assign_repeat(
     study: Study, user, state: dict, progress: allocation.Progress, now, *, due_only: bool
 ) -> allocation.Assignment | None:
@@ -137,28 +103,21 @@ def _serve(study: Study, repeat_id: int, now, *, shown: int | None) -> Compariso
     repeat's own public id; leased (unless a live lease is being reloaded). With `shown` (the
     items shown so far, when it is not due yet), None if fewer than MIN_APART of them came
     after its original."""
-    T = allocation.T
-    rows = allocation._sql(
-        f"SELECT {allocation._shown_columns()}, r.position, r.public_id, r.a_on_left, "
-        "r.lease_expires_at "
-        f"FROM {_table()} r JOIN {T.judgment} j ON j.id = r.judgment_id "
-        f"JOIN {T.item} i ON i.id = j.item_id {allocation._shown_joins()} WHERE r.id = %s",
-        [repeat_id],
-    )
-    *columns, position, public_id, a_on_left, expires = rows[0]
+    (row,) = sql.fetch(sql.repeat_shown(connection.vendor), {"repeat": repeat_id})
+    position, public_id, a_on_left, expires = row[sql.SHOWN_WIDTH :]
     if shown is not None and shown - position < MIN_APART:
         return None
-    if expires is None or allocation._db_time(expires) <= now:
+    if expires is None or sql.db_time(expires) <= now:
         expires = now + timedelta(seconds=study.lease_ttl_seconds)
-        allocation._sql(
-            f"UPDATE {_table()} SET leased_at = %s, lease_expires_at = %s WHERE id = %s",
-            [_at(now), _at(expires), repeat_id],
+        sql.fetch(
+            sql.repeat_lease(connection.vendor),
+            {"repeat": repeat_id, "now": sql.at(now), "expires": sql.at(expires)},
         )
-    item = allocation._item_from_row(columns)
+    item = sql.shown_item(row)
     # an unsaved view of the item: never saved, only shown through blind_item
     item.public_id = public_id
     item.a_on_left = bool(a_on_left)
-    item.lease_expires_at = allocation._db_time(expires)
+    item.lease_expires_at = sql.db_time(expires)
     log.info("served repeat %s", repeat_id)
     return item
 

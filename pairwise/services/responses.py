@@ -10,17 +10,27 @@ from django.utils import timezone
 
 from pairwise.models import Checkpoint, EvalContext, Response, Study
 from pairwise.services import audit
+from pairwise.services.errors import ServiceError
 from pairwise.services.generation import parsed_response
 from pairwise.services.items import build_items
 from pairwise.services.sampling import sampling_key
 
 
-class ResponseImportError(ValueError):
-    """A bad line; the message names the file, the line and the field."""
+class ResponseImportError(ServiceError):
+    """A bad file or line: `where` is the file (and line), `field` the line's field if any."""
+
+    def __init__(self, where: str, field: str | None, message: str) -> None:
+        super().__init__(field, message)
+        self.where = where
+        self.args = (where, field, message)
+
+    def __str__(self) -> str:
+        field = f", field '{self.field}'" if self.field else ""
+        return f"{self.where}{field}: {self.message}"
 
 
 def _fail(path: Path, line: int, field: str, message: str) -> ResponseImportError:
-    return ResponseImportError(f"{path}, line {line}, field '{field}': {message}")
+    return ResponseImportError(f"{path}, line {line}", field, message)
 
 
 def import_responses(
@@ -35,7 +45,7 @@ def import_responses(
     """
     path = Path(path)
     if not path.is_file():
-        raise ResponseImportError(f"{path}: no such file")
+        raise ResponseImportError(str(path), None, "no such file")
     key = sampling_key(study.sampling if study else None)
     records = []
     seen: dict[int, int] = {}

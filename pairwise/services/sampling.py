@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from models.base import SamplingParams
+from pairwise.services.errors import ServiceError
 
 # Room for a CARE chain (four short nodes, each a sentence or two) at 7B scale, with margin; the
 # tiny demo model's chains are shorter (docs/training.md: chain + reply p90 ~145 tokens).
@@ -27,7 +28,9 @@ def sampling_params(sampling: dict | None) -> SamplingParams:
     try:
         return SamplingParams(**(sampling or {}))
     except TypeError as exc:
-        raise ValueError(f"sampling: {exc}; allowed fields are {', '.join(FIELDS)}") from exc
+        raise ServiceError("sampling", f"{exc}; allowed fields are {', '.join(FIELDS)}") from exc
+    except ValueError as exc:  # a value out of range ("SamplingParams.top_p=2.0: expected ...")
+        raise ServiceError("sampling", str(exc)) from exc
 
 
 def sampling_key(sampling: dict | None) -> str:

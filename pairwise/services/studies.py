@@ -10,6 +10,7 @@ from django.db.models import Count, Q
 
 from pairwise.models import Checkpoint, Comparison, ComparisonItem, EvalContext, Response, Study
 from pairwise.services import access, audit, generation, identity
+from pairwise.services.errors import ServiceError
 from pairwise.services.items import add_gold_items, build_items
 from pairwise.services.repeats import check_repeat_share
 from pairwise.services.sampling import sampling_key, sampling_params
@@ -17,7 +18,7 @@ from pairwise.services.sampling import sampling_key, sampling_params
 log = logging.getLogger(__name__)
 
 
-class StudyError(ValueError):
+class StudyError(ServiceError):
     """Bad input for a study operation; the message names the field."""
 
 
@@ -27,14 +28,14 @@ def find_study(ref: str | int) -> Study:
     study = Study.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
     study = study or Study.objects.filter(name=ref).first()
     if study is None:
-        raise StudyError(f"study: no study with id or name {ref!r}")
+        raise StudyError("study", f"no study with id or name {ref!r}")
     return study
 
 
 def latest_checkpoint(system_name: str) -> Checkpoint:
     checkpoint = Checkpoint.objects.filter(system__name=system_name).order_by("-version").first()
     if checkpoint is None:
-        raise StudyError(f"system: no checkpoint registered for {system_name!r}")
+        raise StudyError("system", f"no checkpoint registered for {system_name!r}")
     return checkpoint
 
 
@@ -49,32 +50,32 @@ def check_study(
     repeat_share: float = 0.0,
 ) -> None:
     if not name or not name.strip():
-        raise StudyError("name: required")
+        raise StudyError("name", "required")
     if Study.objects.filter(name=name).exists():
-        raise StudyError(f"name: a study called {name!r} exists already")
+        raise StudyError("name", f"a study called {name!r} exists already")
     if not pairs:
-        raise StudyError("comparisons: give at least one pair of checkpoints")
+        raise StudyError("comparisons", "give at least one pair of checkpoints")
     for a, b in pairs:
         if a.pk == b.pk:
-            raise StudyError(f"comparisons: {a.label} is compared with itself")
+            raise StudyError("comparisons", f"{a.label} is compared with itself")
     if not criteria or len(set(criteria)) != len(criteria):
-        raise StudyError("criteria: give a non-empty list of distinct names")
+        raise StudyError("criteria", "give a non-empty list of distinct names")
     if overlap_k < 1:
-        raise StudyError("overlap_k: must be at least 1")
+        raise StudyError("overlap_k", "must be at least 1")
     if not 0 <= gold_share <= 0.5:
-        raise StudyError("gold_share: must be between 0 and 0.5")
+        raise StudyError("gold_share", "must be between 0 and 0.5")
     try:
         check_repeat_share(repeat_share)
-    except ValueError as exc:
-        raise StudyError(str(exc)) from exc
+    except ServiceError as exc:
+        raise StudyError(exc.field, exc.message) from exc
     try:
         sampling_params(sampling)
-    except ValueError as exc:
-        raise StudyError(str(exc)) from exc
+    except ServiceError as exc:
+        raise StudyError(exc.field, exc.message) from exc
     try:
         identity.check_identity_patterns(identity_patterns)
-    except ValueError as exc:
-        raise StudyError(str(exc)) from exc
+    except ServiceError as exc:
+        raise StudyError(exc.field, exc.message) from exc
 
 
 def create_study(
@@ -110,16 +111,18 @@ def create_study(
     try:
         definitions = criteria_service.parse_criteria(criteria)
     except criteria_service.CriteriaError as exc:
-        raise StudyError(str(exc)) from None
+        raise StudyError(exc.field, exc.message) from None
     criteria = list(definitions) or list(DEFAULT_CRITERIA)
     if seed is not None and (isinstance(seed, bool) or not 0 <= int(seed) < 2**63):
-        raise StudyError(f"seed: expected an integer 0 <= seed < 2**63, got {seed!r}")
+        raise StudyError("seed", f"expected an integer 0 <= seed < 2**63, got {seed!r}")
     if exposure not in Study.ExposureRule.values:
-        raise StudyError(f"exposure: expected one of {Study.ExposureRule.values}, got {exposure!r}")
+        raise StudyError(
+            "exposure", f"expected one of {Study.ExposureRule.values}, got {exposure!r}"
+        )
     if gold_controls is not None and not all(
         isinstance(t, str) and t.strip() for t in gold_controls
     ):
-        raise StudyError("gold_controls: expected a list of non-empty texts")
+        raise StudyError("gold_controls", "expected a list of non-empty texts")
     check_study(
         name,
         pairs,
@@ -161,7 +164,7 @@ def open_study(study: Study, *, gold_items: int | None = None, actor=None) -> di
     """Queue the generation of every missing response; items appear as pairs complete.
     `actor`: the user who opened it, for the audit log."""
     if study.status == Study.Status.CLOSED:
-        raise StudyError(f"status: study {study.name!r} is closed")
+        raise StudyError("status", f"study {study.name!r} is closed")
     if gold_items is None:
         gold_items = round(study.gold_share * study.contexts.count())
     gold = add_gold_items(study, gold_items) if gold_items else 0
@@ -211,7 +214,7 @@ def requeue(study: Study, checkpoint: Checkpoint, *, actor=None) -> dict:
         pairs = [(a, checkpoint) for a in opponents]
     else:
         raise StudyError(
-            f"checkpoint: {checkpoint.label} belongs to no system in study {study.name!r}"
+            "checkpoint", f"{checkpoint.label} belongs to no system in study {study.name!r}"
         )
     added = 0
     with transaction.atomic():

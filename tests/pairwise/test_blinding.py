@@ -124,9 +124,9 @@ def test_a_study_of_three_systems_sharing_a_shows_nothing_twice_and_nothing_reve
     output with reasoning chains, leaks and self-naming replies, judged through the API by a
     sufficient pool taking turns: no annotator is shown a reply twice, nothing of the reasoning,
     no name and no path reaches any of them, and every item ends with exactly k judgments."""
+    from models.care_format import has_reasoning_tag
     from pairwise.services.exposure import min_pool
     from pairwise.services.generation import parsed_response
-    from training.care_format import has_reasoning_tag
 
     names = ["ZZCARESECRET", "ZZESCONVSECRET", "ZZAUGESCSECRET", "ZZEXTESSECRET"]
     study, _, contexts = make_study(n_contexts=6, systems=(), with_responses=False, seed=31)

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from pairwise.models import DEFAULT_DEFINITIONS, Criterion, GuidelineVersion, Judgment, Study
-from pairwise.services import allocation, criteria, export
+from pairwise.services import allocation, criteria, export, imports
 from pairwise.services.longformat import LongFormatError
 from pairwise.services.studies import StudyError, create_study
 from tests.factories import CheckpointFactory, EvalContextFactory, annotator, make_study, researcher
@@ -347,7 +347,7 @@ def test_the_export_names_the_versions_and_an_import_keeps_them(tmp_path):
     text = (out / "judgments.csv").read_text().replace(study.name, "copy")
     copy = tmp_path / "copy.csv"
     copy.write_text(text)
-    export.import_judgments(copy)
+    imports.import_judgments(copy)
     imported = Study.objects.get(name="copy")
     got = sorted(j.criteria_versions["Overall"] for j in Judgment.objects.filter(study=imported))
     assert got == [1, 2]
@@ -361,7 +361,7 @@ def test_imported_rows_without_version_columns_get_the_current_versions(tmp_path
     df["study"] = "no-versions"
     path = tmp_path / "plain.csv"
     df.to_csv(path, index=False)
-    export.import_judgments(path)
+    imports.import_judgments(path)
     imported = Study.objects.get(name="no-versions")
     judgment = Judgment.objects.get(study=imported)
     assert judgment.criteria_versions == imported.criteria_versions == {"Overall": 1}
@@ -379,7 +379,7 @@ def test_a_bad_version_in_an_import_names_the_line_and_column(tmp_path, column, 
     path = tmp_path / "bad.csv"
     df.to_csv(path, index=False)
     with pytest.raises(LongFormatError, match=rf"line 2, field '{column}'"):
-        export.import_judgments(path)
+        imports.import_judgments(path)
     assert not Study.objects.filter(name="bad-import").exists()
 
 

@@ -346,7 +346,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_pa
     import csv
 
     from pairwise.models import System
-    from pairwise.services.export import import_judgments
+    from pairwise.services.imports import import_judgments
     from pairwise.services.longformat import read_long
 
     study, _, _ = make_study(n_contexts=2, systems=("=HYPERLINK(x)", "@SUM(A1)"), k=1)
@@ -376,7 +376,7 @@ def test_reimporting_long_item_ids_finds_the_same_items(tmp_path):
     """Item ids longer than the column were cut to 32 characters when written but looked up
     whole: a second import made new items, and two ids with one long prefix collided."""
     from pairwise.models import ComparisonItem
-    from pairwise.services.export import import_judgments
+    from pairwise.services.imports import import_judgments
 
     prefix = "an-outside-tool-item-id-that-goes-on-and-on-"
     rows = [
@@ -409,7 +409,7 @@ def test_reimporting_long_item_ids_finds_the_same_items(tmp_path):
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_comments_and_cannot_judge_reasons_are_exported_and_imported(tmp_path, fmt):
     """They were collected from annotators but never left the database."""
-    from pairwise.services.export import import_judgments
+    from pairwise.services.imports import import_judgments
     from pairwise.services.longformat import read_long
 
     study, _, _ = make_study(n_contexts=2, k=1)

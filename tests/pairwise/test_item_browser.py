@@ -11,10 +11,10 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from models.care_format import format_care_output, parse_care_output
 from pairwise.models import Judgment, Response
 from pairwise.services import browser
 from tests.factories import annotator, make_study, researcher
-from training.care_format import format_care_output, parse_care_output
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from pairwise.services import audit
-from pairwise.services.export import import_judgments
+from pairwise.services.imports import import_judgments
 from pairwise.services.longformat import LongFormatError
 
 

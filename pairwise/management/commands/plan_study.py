@@ -61,10 +61,9 @@ class Command(BaseCommand):
         try:
             plan = power.plan_study(**inputs)
         except power.PlanError as exc:
-            name, _, message = str(exc).partition(": ")
-            if name not in FLAGS:  # not about one flag
+            if exc.field not in FLAGS:  # not about one flag
                 raise CommandError(str(exc)) from None
-            raise CommandError(f"{FLAGS[name]}: {message}") from None
+            raise CommandError(f"{FLAGS[exc.field]}: {exc.message}") from None
         self.stdout.write(
             f"win rate {plan.win_rate:g} vs 0.5: Cohen's h {plan.effect_size_h:.4f}; "
             f"alpha {plan.alpha:g} / {plan.comparisons} = {plan.alpha_per_comparison:.4g}, "
