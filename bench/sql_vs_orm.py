@@ -71,9 +71,7 @@ def orm_open_study(user, study_id: int):
 def sql_open_study(user, study_id: int):
     from pairwise.services import access
 
-    if hasattr(access, "study_to_annotate"):
-        return access.study_to_annotate(user, study_id, open_only=True)
-    return access.open_study_to_annotate(user, study_id)
+    return access.study_to_annotate(user, study_id, open_only=True)
 
 
 def orm_progress(study, user):

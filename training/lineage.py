@@ -14,7 +14,7 @@ carries a ``lineage.json`` with these keys:
 ``backend``       generation hints for the site, e.g. ``{"backend": "vllm"}``
 ``generation``    how the checkpoint was prompted and how long its completions could be:
                   ``{"window": 8, "max_new_tokens": 1024, "budget_from": ...,
-                  "seeker_placeholder": None}``. Evaluation (``training.metrics``, the site's
+                  "seeker_placeholder": None}``. Evaluation (``training.evaluate``, the site's
                   generation and ``score_study``) uses these by default; see
                   :func:`generation_defaults`
 ``schema``        the version of this layout (1)
