@@ -41,10 +41,14 @@ def study_criteria(request: HttpRequest, study_id: int) -> HttpResponse:
     try:
         if action == "criterion":
             name = request.POST.get("name", "")
-            row = criteria.edit_criterion(study, name, request.POST.get("definition", ""))
+            row = criteria.edit_criterion(
+                study, name, request.POST.get("definition", ""), actor=request.user
+            )
             messages.success(request, f"{row.name} is now version {row.version}.")
         elif action == "guidelines":
-            version = criteria.set_guidelines(study, request.POST.get("guidelines", ""))
+            version = criteria.set_guidelines(
+                study, request.POST.get("guidelines", ""), actor=request.user
+            )
             messages.success(request, f"Guidelines saved (version {version.sha256[:12]}).")
         else:
             raise criteria.CriteriaError(

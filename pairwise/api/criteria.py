@@ -128,7 +128,7 @@ class CriteriaActions:
             data.is_valid(raise_exception=True)
             v = data.validated_data
             try:
-                criteria.edit_criterion(study, v["name"], v["definition"])
+                criteria.edit_criterion(study, v["name"], v["definition"], actor=request.user)
             except criteria.CriteriaError as exc:
                 raise ValidationError(field_errors(exc)) from None
         return APIResponse(
@@ -155,7 +155,7 @@ class CriteriaActions:
         if request.method == "POST":
             data = SetGuidelinesSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            criteria.set_guidelines(study, data.validated_data["text"])
+            criteria.set_guidelines(study, data.validated_data["text"], actor=request.user)
         table = criteria.guideline_table(study)
         return APIResponse(GuidelineVersionSerializer(table, many=True).data)
 

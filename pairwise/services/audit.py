@@ -29,7 +29,18 @@ from django.utils.functional import SimpleLazyObject
 log = logging.getLogger(__name__)
 
 # what the log says happened; `additional_data["action"]` holds one of these
-ACTIONS = ("open", "close", "reopen", "requeue", "register", "export", "import", "invite")
+ACTIONS = (
+    "open",
+    "close",
+    "reopen",
+    "requeue",
+    "register",
+    "export",
+    "import",
+    "invite",
+    "edit_criterion",
+    "set_guidelines",
+)
 
 _command: ContextVar[dict | None] = ContextVar("audit_command", default=None)
 

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models.fields.json import KeyTransform
 
 from pairwise.models import DEFAULT_DEFINITIONS, Criterion, GuidelineVersion, Judgment, Study
+from pairwise.services import audit
 from pairwise.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -154,12 +155,13 @@ def _judged_under(study: Study, name: str, version: int) -> bool:
     return judged.filter(v=version).exists()
 
 
-def edit_criterion(study: Study, name: str, definition: str) -> Criterion:
+def edit_criterion(study: Study, name: str, definition: str, *, actor=None) -> Criterion:
     """Give criterion `name` of `study` a new definition.
 
     In place while no judgment was made under its current version; otherwise a new version
     (current + 1) that new judgments record, while the old ones keep theirs. Editing to the same
-    text changes nothing. Returns the current version's row."""
+    text changes nothing. A change is written to the audit log (`actor`: who made it). Returns
+    the current version's row."""
     definition = check_definition(definition)
     if name not in study.criteria:
         raise CriteriaError("criterion", f"study {study.pk} has no criterion {name!r}")
@@ -190,14 +192,22 @@ def edit_criterion(study: Study, name: str, definition: str) -> Criterion:
             versions[name] = row.version
             Study.objects.filter(pk=study.pk).update(criteria_versions=versions)
             log.info("study %s: criterion %s now v%s", study.pk, name, row.version)
+        audit.record(
+            "edit_criterion",
+            study,
+            actor,
+            criterion=name,
+            version=row.version,
+            definition=definition,
+        )
     study.criteria_versions = versions
     _forget(study.pk)
     return row
 
 
-def set_guidelines(study: Study, text: str) -> GuidelineVersion:
+def set_guidelines(study: Study, text: str, *, actor=None) -> GuidelineVersion:
     """Make `text` the study's guidelines: the version with its hash (made if new) becomes
-    current, and judgments from now on record it."""
+    current, and judgments from now on record it; written to the audit log (`actor`: who)."""
     if not isinstance(text, str):
         raise CriteriaError("guidelines", f"expected text, got {type(text).__name__}")
     sha = guideline_hash(text)
@@ -206,6 +216,7 @@ def set_guidelines(study: Study, text: str) -> GuidelineVersion:
             study=study, sha256=sha, defaults={"text": text}
         )
         Study.objects.filter(pk=study.pk).update(guidelines=text, guideline_sha256=sha)
+        audit.record("set_guidelines", study, actor, sha256=sha, new=created)
     study.guidelines, study.guideline_sha256 = text, sha
     log.info("study %s: guidelines %s%s", study.pk, sha[:12], " (new)" if created else "")
     return version

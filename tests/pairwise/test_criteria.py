@@ -430,3 +430,33 @@ def test_an_admin_edit_of_the_guidelines_or_criteria_gets_versions():
     body = api.get(f"/api/studies/{study.pk}/").json()
     assert body["guideline_sha256"] == sha("New.")
     assert body["criteria_versions"] == {"Overall": 1, "Fluency": 1}
+
+
+def test_criterion_and_guideline_edits_are_in_the_audit_log(tmp_path):
+    from auditlog.models import LogEntry
+
+    study = _versioned_study(n_contexts=2, k=1, criteria=["Overall"])
+    boss = researcher(study, username="res-audit")
+    client = APIClient()
+    client.force_authenticate(boss)
+    base = f"/api/studies/{study.pk}"
+    client.post(f"{base}/criteria/", {"name": "Overall", "definition": "Send which?"})
+    client.post(f"{base}/criteria/", {"name": "Overall", "definition": "Send which?"})  # same
+    client.post(f"{base}/guidelines/", {"text": "New rules."})
+    rules = tmp_path / "rules.md"
+    rules.write_text("Command rules.")
+    call_command("edit_criteria", study.name, "--guidelines", str(rules), stdout=io.StringIO())
+
+    def rows(action):
+        return list(LogEntry.objects.filter(additional_data__action=action).order_by("pk"))
+
+    (edit,) = rows("edit_criterion")  # editing to the same text records nothing
+    assert edit.actor == boss and edit.object_pk == str(study.pk)
+    assert edit.additional_data["criterion"] == "Overall"
+    assert edit.additional_data["version"] == 1  # no judgment yet: edited in place
+    assert edit.additional_data["definition"] == "Send which?"
+    by_api, by_command = rows("set_guidelines")
+    assert by_api.actor == boss and by_api.additional_data["sha256"] == sha("New rules.")
+    assert by_command.actor is None
+    assert by_command.additional_data["command"] == "edit_criteria"
+    assert by_command.additional_data["sha256"] == sha("Command rules.")
