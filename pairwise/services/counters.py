@@ -21,27 +21,17 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 
 from pairwise.models import ComparisonItem, Judgment, Study
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
+from pairwise.services import sql
 
 
 def judgment_added(study: Study, item_id: int, *, count_before: int, is_gold: bool) -> None:
     """`allocation.submit` recorded a judgment on the item it holds locked: one more for the
     item, and one open item fewer when this one completed it (NULL, not counted yet, stays
-    NULL). Two plain UPDATEs inside the caller's transaction."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_table(ComparisonItem)} SET judgment_count = judgment_count + 1 "
-            "WHERE id = %s",
-            [item_id],
-        )
-        if not is_gold and count_before + 1 == study.overlap_k:
-            cursor.execute(
-                f"UPDATE {_table(Study)} SET open_items = open_items - 1 WHERE id = %s",
-                [study.pk],
-            )
+    NULL). Two plain UPDATEs inside the caller's transaction (`sql.count_judgment`,
+    `sql.close_item`)."""
+    sql.fetch(sql.count_judgment(connection.vendor), {"item": item_id})
+    if not is_gold and count_before + 1 == study.overlap_k:
+        sql.fetch(sql.close_item(connection.vendor), {"study": study.pk})
 
 
 def forget_open_items(study_id: int) -> None:
