@@ -10,7 +10,14 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["training.lineage", "training.prompts", "training.teacher", "training.metrics"]
+    "module",
+    [
+        "training.lineage",
+        "training.prompts",
+        "training.teacher",
+        "training.metrics",
+        "training.grpo",
+    ],
 )
 def test_module_doctests(module):
     result = doctest.testmod(importlib.import_module(module))

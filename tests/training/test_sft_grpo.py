@@ -185,6 +185,35 @@ def test_grpo_prompts_carry_the_gold_strategy():
         GRPOArguments(dataset="augesc")
 
 
+def test_strategy_order_keeps_every_prefix_near_the_pool_shares():
+    """stratified: each prefix of the prompts is within one prompt of the pool's share of every
+    strategy, and no prompt is lost or repeated; balanced: the strategies in turn, equal counts;
+    file: as read. Either of the first two turns TRL's shuffle off (or the order is lost)."""
+    from collections import Counter
+
+    from training.grpo import GRPOArguments, build_prompts, order_by_strategy
+
+    rows = build_prompts(GRPOArguments(limit=400, window=2))
+    pool = Counter(r["strategy"] for r in rows)
+    ordered = order_by_strategy(rows, "stratified", seed=3)
+    assert sorted(map(id, ordered)) == sorted(map(id, rows))
+    seen: Counter = Counter()
+    for n, row in enumerate(ordered, 1):
+        seen[row["strategy"]] += 1
+        for label, count in pool.items():
+            assert abs(seen[label] - count * n / len(rows)) <= 1.0 + 1e-9, (n, label)
+    assert ordered != order_by_strategy(rows, "stratified", seed=4)  # seeded within a label
+    balanced = order_by_strategy(rows, "balanced")
+    assert len(balanced) == len(pool) * min(pool.values())
+    first = [r["strategy"] for r in balanced[: len(pool)]]
+    assert sorted(first) == sorted(pool) and set(
+        Counter(r["strategy"] for r in balanced).values()
+    ) == {min(pool.values())}
+    assert order_by_strategy(rows, "file") == rows
+    with pytest.raises(ValueError, match="strategy_order='random': expected one of"):
+        GRPOArguments(strategy_order="random")
+
+
 def _supporter_after_supporter(rows):
     return [r for r in rows if r["prompt"][-1]["role"] == "assistant"]
 
