@@ -2,6 +2,8 @@
 another (GRPO over its SFT parent) on the same contexts.
 
     python -m training.strategy_eval --checkpoint A [--baseline B] [--n 256] [--split valid]
+    python -m training.strategy_eval --checkpoint A --split test --n 200 \
+        --temperature 0.7 --top-p 0.9 --max-new-tokens 320     # the demo's sampling: clean_share
 
 A context is one ESConv supporter turn of a held-out split (``valid`` or ``test``; training
 reads ``train``) that has a gold strategy. :func:`heldout_examples` draws ``n`` of them with a
@@ -234,12 +236,18 @@ def evaluate_strategy(
     seed: int = 0,
     batch_size: int = 64,
     max_new_tokens: int | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
 ) -> StrategyEval:
-    """Generate greedily for ``n`` held-out contexts with ``checkpoint`` and score its strategies.
+    """Generate for ``n`` held-out contexts with ``checkpoint`` and score its strategies.
 
-    Window, budget and prompt convention come from the checkpoint's lineage (unless
-    ``max_new_tokens`` is given); the contexts depend only on (n, split, seed).
+    Greedy by default. Window, budget and prompt convention come from the checkpoint's lineage
+    (unless ``max_new_tokens`` is given); the contexts depend only on (n, split, seed). With a
+    ``temperature`` above 0 (a study's sampling, e.g. the demo's 0.7 and top-p 0.9) context i
+    is sampled with the seed ``seed * 1_000_003 + i``, so a run is reproducible.
     """
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"temperature={temperature}, top_p={top_p}: expected >= 0 and (0, 1]")
     from models.base import GenerationRequest, SamplingParams
     from models.care_format import parse_care_output
     from models.registry import get_backend
@@ -250,14 +258,16 @@ def evaluate_strategy(
     settings = evaluation_settings(checkpoint, max_new_tokens=max_new_tokens, care=True)
     examples = heldout_examples(n, split=split, window=settings.window, seed=seed)
     engine = get_backend("hf", model=checkpoint, batch_size=batch_size)
-    sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=settings.max_new_tokens)
+    sampling = SamplingParams(
+        temperature=temperature, top_p=top_p, max_new_tokens=settings.max_new_tokens
+    )
     requests = [
         GenerationRequest(
             to_messages(ex.history, care=True, seeker_placeholder=settings.seeker_placeholder),
             sampling,
-            seed,
+            seed * 1_000_003 + i if temperature > 0 else seed,
         )
-        for ex in examples
+        for i, ex in enumerate(examples)
     ]
     parsed = [parse_care_output(out.text) for out in engine.generate(requests)]
     gold = [ex.strategy for ex in examples]
@@ -272,7 +282,8 @@ def evaluate_strategy(
         correct=correct,
         accuracy=accuracy_ci(correct),
         clean_share=sum(p.ok and bool(p.response) for p in parsed) / len(parsed),
-        settings=settings.as_dict() | {"split": split, "n": n, "seed": seed},
+        settings=settings.as_dict()
+        | {"split": split, "n": n, "seed": seed, "temperature": temperature, "top_p": top_p},
         seconds=time.perf_counter() - started,
     )
 
@@ -295,12 +306,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--split", default="valid", choices=HELDOUT_SPLITS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument(
+        "--max-new-tokens", type=int, help="chain and reply together (default: the lineage's)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    new = evaluate_strategy(args.checkpoint, n=args.n, split=args.split, seed=args.seed)
+    how = dict(
+        n=args.n,
+        split=args.split,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+    )
+    new = evaluate_strategy(args.checkpoint, **how)
     result: dict[str, Any] = {"checkpoint": new.summary()}
     if args.baseline:
-        old = evaluate_strategy(args.baseline, n=args.n, split=args.split, seed=args.seed)
+        old = evaluate_strategy(args.baseline, **how)
         result["baseline"] = old.summary()
         result["gain"] = asdict(compare(new, old, seed=args.seed))
     print(json.dumps(result))

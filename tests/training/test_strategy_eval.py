@@ -127,3 +127,48 @@ def test_strategy_recipe_parses_with_its_levers():
     assert cfg.reward_weights == [0.0, 0.0, 1.0, 1.0]
     assert cfg.temperature == 1.0 and cfg.num_generations == 8 and cfg.max_steps == 30
     assert cfg.mask_truncated_completions is True and cfg.use_cpu and not cfg.bf16
+
+
+def test_sampled_evaluation_is_seeded_per_context_and_recorded(tiny_model_dir):
+    """With a temperature (a study's sampling, as the demo's clean-chain check uses), each
+    context gets its own seed, so the same run twice gives the same outputs, and the settings say
+    how the outputs were made. Greedy stays the default."""
+    from training.strategy_eval import evaluate_strategy
+
+    how = dict(n=6, split="test", max_new_tokens=12, temperature=0.7, top_p=0.9, batch_size=6)
+    a = evaluate_strategy(str(tiny_model_dir), **how)
+    b = evaluate_strategy(str(tiny_model_dir), **how)
+    assert (a.statuses, a.predicted) == (b.statuses, b.predicted)
+    assert a.settings["temperature"] == 0.7 and a.settings["top_p"] == 0.9
+    assert a.settings["max_new_tokens"] == 12 and a.settings["split"] == "test"
+    assert 0.0 <= a.clean_share <= 1.0 and len(a.correct) == 6
+    greedy = evaluate_strategy(str(tiny_model_dir), n=2, split="test", max_new_tokens=4)
+    assert greedy.settings["temperature"] == 0.0
+    with pytest.raises(ValueError, match="top_p=0"):
+        evaluate_strategy(str(tiny_model_dir), n=2, top_p=0)
+
+
+def test_bench_strategy_runs_sft_grpo_and_ends_with_the_three_numbers(tmp_path):
+    """`bench/training.py --strategy` end to end at toy size (base model, enrichment, SFT,
+    GRPO, both evaluations): its last line is one JSON object whose last three keys are the
+    issue's names, with the gain's interval around the gain."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "bench/training.py", "--strategy", "--size", "xs", "--sft-steps", "2",
+         "--grpo-steps", "1", "--contexts", "4", "--enrich-limit", "16", "--threads", "1",
+         "--work", str(tmp_path)],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(result)[-3:] == ["strategy_acc_sft", "strategy_acc_grpo", "strategy_gain_ci_low"]
+    assert result["contexts"] == 4 and result["size"] == "xs"
+    assert (
+        result["strategy_gain_ci_low"] <= result["strategy_gain"] <= result["strategy_gain_ci_high"]
+    )
+    assert (tmp_path / "grpo" / "lineage.json").is_file() and (tmp_path / "result.json").is_file()

@@ -91,7 +91,11 @@ class Sizes:
     allow_truncated: bool = False
 
 
-FULL = Sizes(enrich_limit=1200, sft_steps=150, grpo_steps=60, baseline_steps=60, max_new_tokens=160)
+# grpo_steps: 60 steps left 14-23% of the CARE outputs sampled at T 0.7 malformed; 120 leave
+# about 4% (docs/training.md, section 9, "Clean chains in the demo"; issue #20, item 7).
+FULL = Sizes(
+    enrich_limit=1200, sft_steps=150, grpo_steps=120, baseline_steps=60, max_new_tokens=160
+)
 FAST = Sizes(
     enrich_limit=64,
     sft_steps=6,
