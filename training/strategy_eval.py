@@ -246,8 +246,6 @@ def evaluate_strategy(
     ``temperature`` above 0 (a study's sampling, e.g. the demo's 0.7 and top-p 0.9) context i
     is sampled with the seed ``seed * 1_000_003 + i``, so a run is reproducible.
     """
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"temperature={temperature}, top_p={top_p}: expected >= 0 and (0, 1]")
     from models.base import GenerationRequest, SamplingParams
     from models.care_format import parse_care_output
     from models.registry import get_backend
@@ -256,11 +254,12 @@ def evaluate_strategy(
 
     started = time.perf_counter()
     settings = evaluation_settings(checkpoint, max_new_tokens=max_new_tokens, care=True)
-    examples = heldout_examples(n, split=split, window=settings.window, seed=seed)
-    engine = get_backend("hf", model=checkpoint, batch_size=batch_size)
+    # before the model loads: SamplingParams is where a bad temperature or top-p stops
     sampling = SamplingParams(
         temperature=temperature, top_p=top_p, max_new_tokens=settings.max_new_tokens
     )
+    examples = heldout_examples(n, split=split, window=settings.window, seed=seed)
+    engine = get_backend("hf", model=checkpoint, batch_size=batch_size)
     requests = [
         GenerationRequest(
             to_messages(ex.history, care=True, seeker_placeholder=settings.seeker_placeholder),
