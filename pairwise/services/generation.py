@@ -237,6 +237,10 @@ def _response_row(
     )
 
 
+#: What a NUL character in a model's text is stored as (`parsed_response`).
+NUL_REPLACEMENT = "\ufffd"
+
+
 def parsed_response(
     checkpoint,
     key,
@@ -253,8 +257,14 @@ def parsed_response(
     text is taken as the reply; a reply holding a reasoning tag (`has_reasoning_tag`) is then
     `tag_leak`, with no text and not usable, as it is from the parser. `truncated`: the
     generation hit its length limit; the parse does not change, whether a study may show it is
-    `eligibility`'s to decide."""
+    `eligibility`'s to decide.
+
+    Model output is untrusted and may hold NUL characters (a tiny sampled model wrote one), which
+    PostgreSQL text cannot store: the batch failed there while SQLite kept it. Each becomes
+    U+FFFD before anything is parsed or stored, on every database alike."""
+    raw = raw.replace("\x00", NUL_REPLACEMENT)
     if reasoning is not None:
+        reasoning = reasoning.replace("\x00", NUL_REPLACEMENT)
         text = raw.strip()
         leak = has_reasoning_tag(text)
         return Response(

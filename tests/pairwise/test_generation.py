@@ -250,6 +250,36 @@ def test_a_chain_without_think_is_split_and_a_leak_is_never_shown(monkeypatch, s
     assert set(shown) == {"How are you?"}
 
 
+def test_a_nul_in_model_output_is_stored_as_a_replacement_character(monkeypatch, settings):
+    """PostgreSQL text cannot hold NUL (a batch failed there on a tiny model's sample): generated
+    and imported text alike store U+FFFD instead, on every database, and the batch completes."""
+    from models.fake import FakeBackend
+    from pairwise.services.generation import parsed_response
+
+    chain = "<think><context>a\x00</context><cognition>b</cognition><emotion>c</emotion>"
+    chain += '<plan strategy="Question">d</plan></think>\nHow\x00 are you?'
+    original = FakeBackend._text
+
+    def with_nul(self, request):
+        return chain if self.reasoning else "Hi\x00 there, that sounds hard."
+
+    monkeypatch.setattr(FakeBackend, "_text", with_nul)
+    settings.GENERATION_BATCH_SIZE = 4
+    study, care, esconv, _ = _study(2)
+    studies.open_study(study)
+    assert set(GenerationBatch.objects.filter(study=study).values_list("status", flat=True)) == {
+        GenerationBatch.Status.DONE
+    }
+    for r in Response.objects.filter(checkpoint__in=[care, esconv]):
+        assert "\x00" not in r.raw_output + r.text + r.reasoning
+        assert "\ufffd" in r.raw_output and r.usable
+    reply = Response.objects.filter(checkpoint=care).first()
+    assert reply.parse_status == "complete" and reply.text == "How\ufffd are you?"
+    monkeypatch.setattr(FakeBackend, "_text", original)
+    imported = parsed_response(care, "k", None, "Hi\x00", provenance={}, reasoning="r\x00")
+    assert (imported.text, imported.reasoning) == ("Hi\ufffd", "r\ufffd")
+
+
 def test_imported_replies_with_a_tag_are_leaks_with_and_without_reasoning(tmp_path):
     import json
 
